@@ -1,0 +1,210 @@
+//! Offline injection into manifests: Pods, and the pod templates of Jobs, CronJobs, Deployments,
+//! StatefulSets, DaemonSets and ReplicaSets, in multi-document YAML (or JSON), and `List`s of them.
+
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::inject::{self, ClusterInfo, Decision, Outcome};
+use crate::namespace::NamespaceView;
+
+/// What happened to one Pod or pod template.
+#[derive(Debug, Clone)]
+pub struct InjectReport {
+    /// `Pod/name` or `Job/name (template)`.
+    pub object: String,
+    /// The decision.
+    pub decision: Decision,
+    /// The namespace the decision assumed.
+    pub namespace: NamespaceView,
+    /// Warnings (from the decision, or about the document).
+    pub warnings: Vec<String>,
+}
+
+impl InjectReport {
+    /// One line: injected or not, and why.
+    pub fn summary(&self) -> String {
+        match &self.decision.outcome {
+            Outcome::Inject(i) => format!(
+                "injected (runner {}, {} sidecar {:?}, transport {}, DOCKER_HOST in {})",
+                self.decision.runner.as_str(),
+                i.status.mode,
+                i.status.container,
+                i.status.transport,
+                i.status.targets.join(", ")
+            ),
+            Outcome::Skip(reason) => format!("not injected ({}): {}", reason.label(), reason.message()),
+        }
+    }
+
+    /// A readable account of the decision, for `explain`.
+    pub fn explain(&self, config: &Config) -> String {
+        let mut s = String::new();
+        let d = &self.decision;
+        let _ = writeln!(s, "{}", self.object);
+        let _ = writeln!(s, "  namespace:  {} (labels: {})", self.namespace.name, super::pairs(&self.namespace.labels));
+        let _ = writeln!(s, "  runner:     {}", d.runner.as_str());
+        let _ = writeln!(s, "  decision:   {}", super::outcome_word(&d.outcome));
+        match &d.outcome {
+            Outcome::Skip(reason) => {
+                let _ = writeln!(s, "  reason:     {} ({})", reason.message(), reason.label());
+            }
+            Outcome::Inject(i) => {
+                let st = &i.status;
+                let host = inject::sidecar::docker_host(i.settings.transport, config);
+                let _ = writeln!(s, "  sidecar:    {} ({} mode), image {}", st.container, st.mode, st.image);
+                let _ = writeln!(s, "  transport:  {} (DOCKER_HOST={host})", st.transport);
+                let _ = writeln!(s, "  job containers: {}", st.targets.join(", "));
+                let _ = writeln!(s, "  volumes:    {}", st.volumes.join(", "));
+                let _ = writeln!(
+                    s,
+                    "  resources:  cpu {}, memory {} (limit {}), storage {}, mtu {}",
+                    i.settings.cpu,
+                    i.settings.memory,
+                    i.settings.memory_limit.as_deref().unwrap_or("none"),
+                    i.settings.storage,
+                    i.settings.mtu
+                );
+                let _ = writeln!(s, "  dockerd:    {}", i.sidecar.args.as_deref().unwrap_or_default().join(" "));
+                let _ = writeln!(s, "  patch:");
+                for op in &i.patch.0 {
+                    if let json_patch::PatchOperation::Add(a) = op {
+                        let _ = writeln!(s, "    add {}", a.path);
+                    }
+                }
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning:    {w}");
+        }
+        s
+    }
+}
+
+/// Where the pod template sits in a workload of `kind`.
+fn template_path(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "Job" | "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" => {
+            Some(&["spec", "template"])
+        }
+        "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
+        _ => None,
+    }
+}
+
+type NamespaceFor<'a> = &'a dyn Fn(&str) -> Result<NamespaceView, String>;
+
+/// Injects into every Pod and pod template in `text`; returns the YAML out and a report for each.
+/// Documents of other kinds pass through unchanged.
+pub fn inject_documents(
+    text: &str,
+    config: &Config,
+    cluster: &ClusterInfo,
+    namespace_for: NamespaceFor<'_>,
+) -> Result<(String, Vec<InjectReport>), String> {
+    let mut out = Vec::new();
+    let mut reports = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let mut value = Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        process(&mut value, config, cluster, namespace_for, &mut reports)
+            .map_err(|e| format!("document {}: {e}", i + 1))?;
+        out.push(value);
+    }
+    let mut yaml = String::new();
+    for (i, v) in out.iter().enumerate() {
+        if i > 0 {
+            yaml.push_str("---\n");
+        }
+        yaml.push_str(&serde_yaml::to_string(v).map_err(|e| format!("cannot write YAML: {e}"))?);
+    }
+    Ok((yaml, reports))
+}
+
+fn process(
+    value: &mut Value,
+    config: &Config,
+    cluster: &ClusterInfo,
+    namespace_for: NamespaceFor<'_>,
+    reports: &mut Vec<InjectReport>,
+) -> Result<(), String> {
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = value
+        .pointer("/metadata/name")
+        .or_else(|| value.pointer("/metadata/generateName"))
+        .and_then(Value::as_str)
+        .unwrap_or("(unnamed)")
+        .to_owned();
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_owned();
+    if kind == "List" {
+        if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items {
+                process(item, config, cluster, namespace_for, reports)?;
+            }
+        }
+        return Ok(());
+    }
+    if kind == "Pod" {
+        let view = namespace_for(&namespace)?;
+        let report = inject_pod_value(value, format!("Pod/{name}"), view, config, cluster)?;
+        reports.push(report);
+        return Ok(());
+    }
+    let Some(path) = template_path(&kind) else {
+        return Ok(());
+    };
+    let mut template = value;
+    for key in path {
+        template = match template.get_mut(*key) {
+            Some(t) => t,
+            None => return Err(format!("{kind}/{name} has no {}", path.join("."))),
+        };
+    }
+    let view = namespace_for(&namespace)?;
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": template.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    });
+    let report = inject_pod_value(&mut pod, format!("{kind}/{name} (pod template)"), view, config, cluster)?;
+    if let (Some(obj), Value::Object(mut p)) = (template.as_object_mut(), pod) {
+        if let Some(m) = p.remove("metadata") {
+            obj.insert("metadata".into(), m);
+        }
+        if let Some(s) = p.remove("spec") {
+            obj.insert("spec".into(), s);
+        }
+    }
+    reports.push(report);
+    Ok(())
+}
+
+fn inject_pod_value(
+    value: &mut Value,
+    object: String,
+    namespace: NamespaceView,
+    config: &Config,
+    cluster: &ClusterInfo,
+) -> Result<InjectReport, String> {
+    let pod: Pod = serde_json::from_value(value.clone()).map_err(|e| format!("{object} is not a valid Pod: {e}"))?;
+    let decision = inject::plan_injection(&pod, &namespace, config, cluster);
+    if let Outcome::Inject(i) = &decision.outcome {
+        json_patch::patch(value, &i.patch.0).map_err(|e| format!("{object}: the patch does not apply: {e}"))?;
+    }
+    Ok(InjectReport {
+        object,
+        warnings: decision.warnings.clone(),
+        decision,
+        namespace,
+    })
+}

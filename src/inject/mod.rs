@@ -1,0 +1,465 @@
+//! The injection decision: from a pod, its namespace and the configuration to a JSON Patch, or a
+//! reason not to inject. Pure: no IO, no clock, no randomness. The webhook and the CLI share it.
+
+mod daemon;
+mod patch;
+pub mod runner;
+pub mod settings;
+pub mod sidecar;
+mod status;
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, HostAlias, Pod, PodSpec, Volume};
+use serde_json::Value;
+
+use crate::annotations;
+use crate::config::{Config, SidecarMode, Transport};
+use crate::names::unique_name;
+use crate::namespace::NamespaceView;
+
+pub use daemon::{daemon_json, daemon_json_text};
+pub use patch::PatchBuilder;
+pub use runner::Runner;
+pub use settings::Settings;
+pub use sidecar::InjectedNames;
+pub use status::{InjectionStatus, STATUS_VERSION, template_hash};
+
+use patch::to_value;
+
+/// A Kubernetes version, `major.minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    /// Major version (1).
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+}
+
+/// What is known about the cluster (filled by the cluster side; empty without one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The apiserver's version, when known.
+    pub server_version: Option<KubeVersion>,
+}
+
+/// The result of [`plan_injection`].
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The runner recognised.
+    pub runner: Runner,
+    /// Inject, or not and why.
+    pub outcome: Outcome,
+    /// Warnings for the user (refused overrides, a `DOCKER_HOST` that points elsewhere, …).
+    pub warnings: Vec<String>,
+}
+
+/// Inject, or skip with a reason.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Inject with this patch.
+    Inject(Box<Injection>),
+    /// Do not inject.
+    Skip(SkipReason),
+}
+
+/// Everything one injection adds.
+#[derive(Debug, Clone)]
+pub struct Injection {
+    /// The JSON Patch against the pod.
+    pub patch: json_patch::Patch,
+    /// The status annotation written.
+    pub status: InjectionStatus,
+    /// The sidecar container.
+    pub sidecar: Container,
+    /// The volumes added.
+    pub volumes: Vec<Volume>,
+    /// The effective settings.
+    pub settings: Settings,
+}
+
+/// Why a pod was not injected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No `dind-injector.io/inject` annotation.
+    NotAnnotated,
+    /// `dind-injector.io/inject: "false"`.
+    OptedOut,
+    /// The annotation is neither `true` nor `false`.
+    InvalidAnnotation(String),
+    /// The status annotation is present: injected before (reinvocation).
+    AlreadyInjected,
+    /// The namespace lacks the opt-in label.
+    NamespaceNotOptedIn(String),
+    /// The namespace's Pod Security level forbids privileged containers.
+    PodSecurityForbidsPrivileged {
+        /// The namespace.
+        namespace: String,
+        /// Its enforced level.
+        level: String,
+    },
+    /// The pod has no spec.
+    NoSpec,
+    /// The pod uses the node's network.
+    HostNetwork,
+    /// The pod runs a Docker daemon of its own.
+    OwnDaemon {
+        /// The container running it.
+        container: String,
+    },
+    /// No container would get `DOCKER_HOST`.
+    NoJobContainers,
+}
+
+impl SkipReason {
+    /// A short, stable label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SkipReason::NotAnnotated => "not-annotated",
+            SkipReason::OptedOut => "opted-out",
+            SkipReason::InvalidAnnotation(_) => "invalid-annotation",
+            SkipReason::AlreadyInjected => "already-injected",
+            SkipReason::NamespaceNotOptedIn(_) => "namespace-not-opted-in",
+            SkipReason::PodSecurityForbidsPrivileged { .. } => "pod-security-forbids-privileged",
+            SkipReason::NoSpec => "no-spec",
+            SkipReason::HostNetwork => "host-network",
+            SkipReason::OwnDaemon { .. } => "own-dind",
+            SkipReason::NoJobContainers => "no-job-containers",
+        }
+    }
+
+    /// What happened and the fix, for the person reading the warning.
+    pub fn message(&self) -> String {
+        match self {
+            SkipReason::NotAnnotated => format!(
+                "the pod has no {} annotation; add {}: \"true\" to get a Docker daemon",
+                annotations::INJECT,
+                annotations::INJECT
+            ),
+            SkipReason::OptedOut => format!("the pod opted out ({}: \"false\")", annotations::INJECT),
+            SkipReason::InvalidAnnotation(v) => format!(
+                "{}={v:?} is neither \"true\" nor \"false\"",
+                annotations::INJECT
+            ),
+            SkipReason::AlreadyInjected => "the pod already carries a dind sidecar from dind-injector".into(),
+            SkipReason::NamespaceNotOptedIn(ns) => format!(
+                "namespace {ns:?} has not opted in; a cluster administrator can run: kubectl label namespace {ns} {}={}",
+                annotations::INJECTION_LABEL,
+                annotations::INJECTION_ENABLED
+            ),
+            SkipReason::PodSecurityForbidsPrivileged { namespace, level } => format!(
+                "namespace {namespace:?} enforces Pod Security level {level:?}, which forbids the privileged dind sidecar; label it {}=privileged (dind-injector's validating webhook then holds every other container to {} or stricter)",
+                crate::namespace::PSA_ENFORCE_LABEL,
+                "baseline"
+            ),
+            SkipReason::NoSpec => "the pod has no spec".into(),
+            SkipReason::HostNetwork => "the pod uses hostNetwork: a daemon there would create bridges and iptables rules on the node and be reachable from it; run the job without hostNetwork".into(),
+            SkipReason::OwnDaemon { container } => format!(
+                "the pod already runs its own Docker daemon in container {container:?}; remove that container to use the injected one, or remove the {} annotation",
+                annotations::INJECT
+            ),
+            SkipReason::NoJobContainers => format!(
+                "no container would get DOCKER_HOST; name them with the {} annotation (for example \"build\")",
+                annotations::CONTAINERS
+            ),
+        }
+    }
+
+    /// Whether the user is told about this skip. A reinvocation of an injected pod is not news.
+    pub fn warns(&self) -> bool {
+        !matches!(self, SkipReason::AlreadyInjected)
+    }
+}
+
+/// Decides whether and how to inject a Docker daemon into `pod`.
+pub fn plan_injection(
+    pod: &Pod,
+    namespace: &NamespaceView,
+    config: &Config,
+    cluster: &ClusterInfo,
+) -> Decision {
+    let (runner, runner_warning) = runner::runner_of(pod);
+    let mut warnings: Vec<String> = runner_warning.into_iter().collect();
+    match decide(pod, runner, namespace, config, cluster, &mut warnings) {
+        Ok(injection) => Decision {
+            runner,
+            outcome: Outcome::Inject(Box::new(injection)),
+            warnings,
+        },
+        Err(reason) => {
+            if reason.warns() {
+                warnings.push(format!("dind-injector: no Docker daemon injected: {}", reason.message()));
+            }
+            Decision {
+                runner,
+                outcome: Outcome::Skip(reason),
+                warnings,
+            }
+        }
+    }
+}
+
+fn decide(
+    pod: &Pod,
+    runner: Runner,
+    namespace: &NamespaceView,
+    config: &Config,
+    cluster: &ClusterInfo,
+    warnings: &mut Vec<String>,
+) -> Result<Injection, SkipReason> {
+    let pod_annotations = pod.metadata.annotations.as_ref();
+    match pod_annotations.and_then(|a| a.get(annotations::INJECT)).map(|v| v.trim()) {
+        None => return Err(SkipReason::NotAnnotated),
+        Some("true") => {}
+        Some("false") => return Err(SkipReason::OptedOut),
+        Some(other) => return Err(SkipReason::InvalidAnnotation(other.to_owned())),
+    }
+    if pod_annotations.is_some_and(|a| a.contains_key(annotations::STATUS)) {
+        return Err(SkipReason::AlreadyInjected);
+    }
+    if !namespace.is_opted_in() {
+        return Err(SkipReason::NamespaceNotOptedIn(namespace.name.clone()));
+    }
+    if let Some(level @ ("baseline" | "restricted")) = namespace.pod_security_enforce() {
+        return Err(SkipReason::PodSecurityForbidsPrivileged {
+            namespace: namespace.name.clone(),
+            level: level.to_owned(),
+        });
+    }
+    let spec = pod.spec.as_ref().ok_or(SkipReason::NoSpec)?;
+    if spec.host_network == Some(true) {
+        return Err(SkipReason::HostNetwork);
+    }
+    if let Some(c) = all_containers(spec).find(|c| runner::runs_docker_daemon(c)) {
+        return Err(SkipReason::OwnDaemon {
+            container: c.name.clone(),
+        });
+    }
+
+    let (settings, mut setting_warnings) =
+        settings::resolve(pod_annotations, &namespace.annotations, config, cluster);
+    warnings.append(&mut setting_warnings);
+    let names = pick_names(spec, config, settings.transport);
+    let socket_group = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok())
+        .or(config.sidecar.socket_group)
+        .unwrap_or(0);
+    let plan = sidecar::build(&settings, config, &names, socket_group);
+
+    let targets = pick_targets(spec, runner, &settings, &plan, warnings);
+    if targets.is_empty() {
+        return Err(SkipReason::NoJobContainers);
+    }
+
+    let mut patch = PatchBuilder::default();
+    let target_names: Vec<String> = targets.iter().map(|&i| spec.containers[i].name.clone()).collect();
+    for &i in &targets {
+        add_to_job_container(&mut patch, i, &spec.containers[i], &plan, &settings, config, warnings);
+    }
+    patch.append(
+        &["spec", "volumes"],
+        spec.volumes.is_some(),
+        plan.volumes.iter().map(to_value).collect(),
+    );
+    let sidecar_value = to_value(&plan.container);
+    match settings.mode {
+        SidecarMode::Container => {
+            patch.add(&["spec", "containers", "0"], sidecar_value);
+            if pod.metadata.owner_references.iter().flatten().any(|o| o.kind == "Job") {
+                warnings.push(
+                    "dind-injector: sidecar-mode container keeps dockerd running after the job containers exit, so this Job's pod will not complete on its own; use sidecar-mode native (Kubernetes 1.29+)".into(),
+                );
+            }
+        }
+        _ => patch.append(&["spec", "initContainers"], spec.init_containers.is_some(), vec![sidecar_value]),
+    }
+    if settings.transport != Transport::Unix {
+        let aliased = spec
+            .host_aliases
+            .iter()
+            .flatten()
+            .any(|a| a.hostnames.iter().flatten().any(|h| h == "docker"));
+        if !aliased {
+            let alias = HostAlias {
+                ip: "127.0.0.1".into(),
+                hostnames: Some(vec!["docker".into()]),
+            };
+            patch.append(&["spec", "hostAliases"], spec.host_aliases.is_some(), vec![to_value(&alias)]);
+        }
+    }
+
+    let template = template_hash(&serde_json::to_vec(&(&plan.container, &plan.volumes)).unwrap_or_default());
+    let mut volume_names = vec![names.storage.clone(), names.daemon_config.clone()];
+    volume_names.extend(names.shared.clone());
+    let status = InjectionStatus {
+        version: STATUS_VERSION,
+        container: names.container.clone(),
+        mode: settings.mode.as_str().to_owned(),
+        transport: settings.transport.as_str().to_owned(),
+        image: settings.image.clone(),
+        volumes: volume_names,
+        targets: target_names,
+        template,
+    };
+    let has_annotations = pod_annotations.is_some();
+    patch.insert(
+        &["metadata", "annotations"],
+        has_annotations,
+        annotations::STATUS,
+        Value::String(status.to_annotation()),
+    );
+    if settings.mode == SidecarMode::Container
+        && !pod_annotations.is_some_and(|a| a.contains_key(annotations::DEFAULT_CONTAINER))
+    {
+        if let Some(first) = spec.containers.first() {
+            // kubectl logs/exec would otherwise pick the sidecar, now first in the list.
+            patch.insert(&["metadata", "annotations"], true, annotations::DEFAULT_CONTAINER, Value::String(first.name.clone()));
+        }
+    }
+    Ok(Injection {
+        patch: patch.build(),
+        status,
+        sidecar: plan.container,
+        volumes: plan.volumes,
+        settings,
+    })
+}
+
+fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+}
+
+fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> InjectedNames {
+    let mut taken_containers: HashSet<&str> = all_containers(spec).map(|c| c.name.as_str()).collect();
+    taken_containers.extend(spec.ephemeral_containers.iter().flatten().map(|c| c.name.as_str()));
+    let container = unique_name(&config.sidecar.container_name, |n| taken_containers.contains(n));
+
+    let mut taken_volumes: HashSet<String> = spec.volumes.iter().flatten().map(|v| v.name.clone()).collect();
+    let prefix = &config.sidecar.volume_prefix;
+    let mut volume = |suffix: &str| {
+        let name = unique_name(&format!("{prefix}-{suffix}"), |n| taken_volumes.contains(n));
+        taken_volumes.insert(name.clone());
+        name
+    };
+    let storage = volume("storage");
+    let daemon_config = volume("daemon-config");
+    let shared = match transport {
+        Transport::Unix => Some(volume("socket")),
+        Transport::TcpTls => Some(volume("certs")),
+        Transport::Tcp => None,
+    };
+    InjectedNames {
+        container,
+        storage,
+        daemon_config,
+        shared,
+    }
+}
+
+/// Indices into `spec.containers` of the containers that get `DOCKER_HOST`.
+fn pick_targets(
+    spec: &PodSpec,
+    runner: Runner,
+    settings: &Settings,
+    plan: &sidecar::SidecarPlan,
+    warnings: &mut Vec<String>,
+) -> Vec<usize> {
+    let mut targets: Vec<usize> = match &settings.containers {
+        None => (0..spec.containers.len())
+            .filter(|&i| runner.is_job_container(&spec.containers[i].name))
+            .collect(),
+        Some(named) => {
+            let mut picked = Vec::new();
+            for name in named {
+                if let Some(i) = spec.containers.iter().position(|c| &c.name == name) {
+                    if !picked.contains(&i) {
+                        picked.push(i);
+                    }
+                } else if spec.init_containers.iter().flatten().any(|c| &c.name == name) {
+                    warnings.push(format!(
+                        "dind-injector: {} names init container {name:?}, which runs before the daemon starts; it gets no DOCKER_HOST",
+                        annotations::CONTAINERS
+                    ));
+                } else {
+                    warnings.push(format!(
+                        "dind-injector: {} names {name:?}, but the pod has no such container",
+                        annotations::CONTAINERS
+                    ));
+                }
+            }
+            picked.sort_unstable();
+            picked
+        }
+    };
+    targets.retain(|&i| {
+        let c = &spec.containers[i];
+        let clash = plan.job_mounts.iter().find(|m| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|existing| existing.mount_path.trim_end_matches('/') == m.mount_path)
+        });
+        if let Some(m) = clash {
+            warnings.push(format!(
+                "dind-injector: container {:?} already mounts something at {}; it gets no DOCKER_HOST. Move that mount or change sidecar.socketDir/certDir",
+                c.name, m.mount_path
+            ));
+        }
+        clash.is_none()
+    });
+    targets
+}
+
+fn add_to_job_container(
+    patch: &mut PatchBuilder,
+    index: usize,
+    container: &Container,
+    plan: &sidecar::SidecarPlan,
+    settings: &Settings,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) {
+    let idx = index.to_string();
+    let existing = |name: &str| -> Option<&EnvVar> {
+        container.env.iter().flatten().find(|e| e.name == name)
+    };
+    if let Some(user) = existing("DOCKER_HOST") {
+        let value = user.value.as_deref().unwrap_or_default();
+        if user.value_from.is_some() || !sidecar::points_at_injected_daemon(value, settings.transport, config) {
+            warnings.push(format!(
+                "dind-injector: container {:?} sets DOCKER_HOST={value:?}, which is not the injected daemon ({}); it is left as set. Remove it, or choose the transport with {}",
+                container.name,
+                sidecar::docker_host(settings.transport, config),
+                annotations::TRANSPORT
+            ));
+        }
+    }
+    if settings.transport != Transport::TcpTls {
+        if let Some(v) = existing("DOCKER_TLS_VERIFY").and_then(|e| e.value.as_deref()).filter(|v| !v.is_empty()) {
+            warnings.push(format!(
+                "dind-injector: container {:?} sets DOCKER_TLS_VERIFY={v:?}, but the injected daemon's transport is {}; the docker client will fail to connect. Remove it, or set {}: tcp-tls",
+                container.name,
+                settings.transport.as_str(),
+                annotations::TRANSPORT
+            ));
+        }
+    }
+    let env: Vec<Value> = plan
+        .job_env
+        .iter()
+        .filter(|e| existing(&e.name).is_none())
+        .map(to_value)
+        .collect();
+    patch.append(&["spec", "containers", &idx, "env"], container.env.is_some(), env);
+    patch.append(
+        &["spec", "containers", &idx, "volumeMounts"],
+        container.volume_mounts.is_some(),
+        plan.job_mounts.iter().map(to_value).collect(),
+    );
+}
