@@ -1,0 +1,224 @@
+//! The injection decision on each runner's real pod shape: the patch applies, the result is a pod
+//! the apiserver would accept, DOCKER_HOST lands in exactly the job containers, the sidecar is
+//! where the mode says, and a second pass changes nothing. Golden files hold the whole result.
+
+mod support;
+
+use dind_injector::config::{Config, Mtu, SidecarMode, Transport};
+use dind_injector::inject::{self, ClusterInfo, InjectionStatus, Outcome, SkipReason};
+use dind_injector::namespace::NamespaceView;
+use dind_injector::webhook::{self, ReviewContext};
+use dind_injector::namespace::StaticNamespaces;
+use serde_json::Value;
+use support::*;
+
+fn config(mode: SidecarMode, transport: Transport) -> Config {
+    let mut c = Config::default();
+    c.sidecar.mode = mode;
+    c.sidecar.transport = transport;
+    c
+}
+
+const MODES: [SidecarMode; 2] = [SidecarMode::Native, SidecarMode::Container];
+const TRANSPORTS: [Transport; 3] = [Transport::Unix, Transport::TcpTls, Transport::Tcp];
+
+fn expected_targets(fixture: &str) -> Vec<&'static str> {
+    match fixture {
+        "gitlab" => vec!["build", "svc-0"],
+        "buildkite" => vec!["container-0", "checkout"],
+        "harness" => vec!["step-1", "step-2"],
+        _ => vec![],
+    }
+}
+
+fn inject(pod: &Value, config: &Config) -> (Value, inject::Decision) {
+    let ns = NamespaceView::opted_in("ci");
+    let decision = inject::plan_injection(&typed(pod), &ns, config, &ClusterInfo::default());
+    let patched = match &decision.outcome {
+        Outcome::Inject(i) => apply(pod, &i.patch),
+        Outcome::Skip(r) => panic!("not injected: {}", r.message()),
+    };
+    (patched, decision)
+}
+
+#[test]
+fn every_runner_fixture_is_injected_correctly_in_every_mode_and_transport() {
+    for fixture in INJECTED_FIXTURES {
+        for mode in MODES {
+            for transport in TRANSPORTS {
+                let what = format!("{fixture} {mode:?} {transport:?}");
+                let cfg = config(mode, transport);
+                let pod = review_pod(fixture);
+                let (patched, decision) = inject(&pod, &cfg);
+                assert_structurally_valid(&patched);
+                let typed_pod = typed(&patched);
+                let spec = typed_pod.spec.clone().unwrap_or_default();
+
+                let mut got = docker_host_containers(&typed_pod);
+                got.sort();
+                let mut want = expected_targets(fixture);
+                want.sort();
+                assert_eq!(got, want, "{what}: DOCKER_HOST in the wrong containers");
+
+                let expected_host = inject::sidecar::docker_host(transport, &cfg);
+                for t in expected_targets(fixture) {
+                    assert_eq!(env_of(&typed_pod, t, "DOCKER_HOST").as_deref(), Some(expected_host.as_str()), "{what}: {t}");
+                    let tls = env_of(&typed_pod, t, "DOCKER_TLS_VERIFY");
+                    assert_eq!(tls.is_some(), transport == Transport::TcpTls, "{what}: {t} DOCKER_TLS_VERIFY");
+                }
+
+                let status_text = typed_pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("dind-injector.io/status"))
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{what}: no status annotation"));
+                let status = InjectionStatus::parse(&status_text).unwrap_or_else(|| panic!("{what}: bad status {status_text}"));
+                assert_eq!(status.transport, transport.as_str());
+                assert_eq!(status.mode, mode.as_str());
+
+                let inits = spec.init_containers.clone().unwrap_or_default();
+                match mode {
+                    SidecarMode::Native => {
+                        let original_inits = typed(&pod).spec.and_then(|s| s.init_containers).map_or(0, |v| v.len());
+                        assert_eq!(inits.len(), original_inits + 1, "{what}");
+                        let last = inits.last().unwrap_or_else(|| panic!("{what}: no init containers"));
+                        assert_eq!(last.name, status.container, "{what}: sidecar must come after the runner's init containers");
+                        assert_eq!(last.restart_policy.as_deref(), Some("Always"));
+                        let probe = last.startup_probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.clone()).unwrap_or_default();
+                        assert_eq!(probe.first().map(String::as_str), Some("docker"));
+                        assert_eq!(probe.last().map(String::as_str), Some("info"));
+                    }
+                    _ => {
+                        assert_eq!(spec.containers[0].name, status.container, "{what}: container-mode sidecar first");
+                        assert!(spec.containers[0].lifecycle.as_ref().and_then(|l| l.post_start.as_ref()).is_some());
+                        assert!(inits.iter().all(|c| c.name != status.container));
+                    }
+                }
+                let sidecar = spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == status.container).cloned().unwrap_or_default();
+                assert_eq!(sidecar.security_context.as_ref().and_then(|s| s.privileged), Some(true));
+                let args = sidecar.args.clone().unwrap_or_default();
+                assert_eq!(args.first().map(String::as_str), Some("dockerd"), "{what}: dockerd must be started explicitly");
+                assert!(args.iter().any(|a| a.starts_with("--host=")), "{what}");
+                assert!(!args.iter().chain(sidecar.command.iter().flatten()).any(|a| a.contains("0.0.0.0")), "{what}: never listen on all interfaces");
+                let storage = spec.volumes.iter().flatten().find(|v| v.name == status.volumes[0]).and_then(|v| v.empty_dir.clone());
+                assert_eq!(storage.and_then(|e| e.size_limit).map(|q| q.0).as_deref(), Some("20Gi"), "{what}");
+                let daemon_cfg = spec.volumes.iter().flatten().find(|v| v.config_map.is_some()).and_then(|v| v.config_map.clone()).unwrap_or_default();
+                assert_eq!(daemon_cfg.optional, Some(true));
+                assert_eq!(daemon_cfg.name, "dind-injector-daemon-config");
+
+                let has_alias = spec.host_aliases.iter().flatten().any(|a| a.ip == "127.0.0.1" && a.hostnames.iter().flatten().any(|h| h == "docker"));
+                assert_eq!(has_alias, transport != Transport::Unix, "{what}: docker host alias");
+
+                // A second pass (reinvocation) changes nothing and says nothing.
+                let ns = NamespaceView::opted_in("ci");
+                let again = inject::plan_injection(&typed_pod, &ns, &cfg, &ClusterInfo::default());
+                assert!(matches!(again.outcome, Outcome::Skip(SkipReason::AlreadyInjected)), "{what}: second pass must not inject");
+                assert!(again.warnings.is_empty(), "{what}: {:?}", again.warnings);
+                // Only a Job's pod in container mode is warned: it would never complete.
+                let job_warning = fixture == "buildkite" && mode == SidecarMode::Container;
+                assert_eq!(decision.warnings.len(), usize::from(job_warning), "{what}: {:?}", decision.warnings);
+                if job_warning {
+                    assert!(decision.warnings[0].contains("will not complete"), "{what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn arc_pod_with_its_own_dind_is_skipped_with_the_reason() {
+    let pod = review_pod("arc-dind-mode");
+    let d = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in("arc"), &Config::default(), &ClusterInfo::default());
+    assert!(matches!(&d.outcome, Outcome::Skip(SkipReason::OwnDaemon { container }) if container == "dind"), "{:?}", d.outcome);
+    assert_eq!(d.warnings.len(), 1);
+    assert!(d.warnings[0].contains("already runs its own Docker daemon") && d.warnings[0].contains("\"dind\""), "{}", d.warnings[0]);
+}
+
+#[test]
+fn webhook_reviews_of_patched_pods_return_no_patch() {
+    let cfg = Config::default();
+    let namespaces = StaticNamespaces::new(NamespaceView::opted_in("x").labels, Default::default());
+    let cluster = ClusterInfo::default();
+    let ctx = ReviewContext { config: &cfg, namespaces: &namespaces, cluster: &cluster };
+    for fixture in FIXTURES {
+        let mut review = review(fixture);
+        let first = webhook::mutate(&serde_json::to_vec(&review).unwrap_or_default(), ctx);
+        let answer: Value = serde_json::from_slice(&first.body).unwrap_or_default();
+        assert_eq!(first.http_status, 200);
+        assert_eq!(answer["response"]["uid"], review["request"]["uid"], "{fixture}");
+        assert_eq!(answer["response"]["allowed"], true);
+        let Some(patch_b64) = answer["response"]["patch"].as_str() else {
+            assert_eq!(fixture, "arc-dind-mode", "{fixture} got no patch");
+            assert_eq!(first.log.reason, "own-dind");
+            continue;
+        };
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(patch_b64).unwrap_or_default();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        let patched = apply(&review["request"]["object"], &patch);
+        review["request"]["object"] = patched;
+        let second = webhook::mutate(&serde_json::to_vec(&review).unwrap_or_default(), ctx);
+        let answer: Value = serde_json::from_slice(&second.body).unwrap_or_default();
+        assert!(answer["response"].get("patch").is_none(), "{fixture}: reinvocation produced a patch");
+        assert_eq!(second.log.reason, "already-injected");
+    }
+}
+
+#[test]
+fn golden_files_hold_the_whole_injected_pod() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut stale = Vec::new();
+    for fixture in INJECTED_FIXTURES {
+        for transport in TRANSPORTS {
+            let (patched, _) = inject(&review_pod(fixture), &config(SidecarMode::Native, transport));
+            let text = serde_json::to_string_pretty(&patched).unwrap_or_default() + "\n";
+            let path = dir.join(format!("{fixture}-{}.json", transport.as_str()));
+            if update {
+                std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(stale.is_empty(), "injected output changed; review the diff and run `make golden` to accept it: {stale:#?}");
+}
+
+#[test]
+fn overrides_and_collisions_behave() {
+    // The pod already uses our names; a user DOCKER_HOST that points elsewhere is kept and warned about.
+    let mut pod = review_pod("gitlab");
+    pod["spec"]["volumes"].as_array_mut().map(|v| v.push(serde_json::json!({"name": "dind-storage", "emptyDir": {}})));
+    pod["spec"]["containers"].as_array_mut().map(|v| v.push(serde_json::json!({"name": "dind", "image": "busybox"})));
+    pod["spec"]["containers"][0]["env"].as_array_mut().map(|v| v.push(serde_json::json!({"name": "DOCKER_HOST", "value": "tcp://docker:2375"})));
+    pod["metadata"]["annotations"]["dind-injector.io/memory"] = "99Gi".into();
+    pod["metadata"]["annotations"]["dind-injector.io/mtu"] = "1400".into();
+    let (patched, decision) = inject(&pod, &Config::default());
+    assert_structurally_valid(&patched);
+    let p = typed(&patched);
+    assert_eq!(env_of(&p, "build", "DOCKER_HOST").as_deref(), Some("tcp://docker:2375"), "user value must never be overwritten");
+    assert!(decision.warnings.iter().any(|w| w.contains("DOCKER_HOST") && w.contains("build")), "{:?}", decision.warnings);
+    assert!(decision.warnings.iter().any(|w| w.contains("overrides.maxMemory")), "{:?}", decision.warnings);
+    let Outcome::Inject(i) = decision.outcome else { panic!("not injected") };
+    assert_eq!(i.status.container, "dind-2");
+    assert!(i.status.volumes.contains(&"dind-storage-2".to_string()), "{:?}", i.status.volumes);
+    assert_eq!(i.settings.mtu, Mtu::Fixed(1400));
+    assert!(i.sidecar.args.iter().flatten().any(|a| a == "--mtu=1400"));
+}
+
+#[test]
+fn namespace_gates_are_checked_again_by_the_server() {
+    let pod = typed(&review_pod("gitlab"));
+    let cfg = Config::default();
+    let mut ns = NamespaceView::opted_in("gitlab-runner");
+    ns.labels.insert("pod-security.kubernetes.io/enforce".into(), "baseline".into());
+    let d = inject::plan_injection(&pod, &ns, &cfg, &ClusterInfo::default());
+    assert!(matches!(d.outcome, Outcome::Skip(SkipReason::PodSecurityForbidsPrivileged { .. })));
+    assert!(d.warnings[0].contains("pod-security.kubernetes.io/enforce=privileged"), "{}", d.warnings[0]);
+    let ns = NamespaceView::new("gitlab-runner", Default::default(), Default::default());
+    let d = inject::plan_injection(&pod, &ns, &cfg, &ClusterInfo::default());
+    assert!(matches!(d.outcome, Outcome::Skip(SkipReason::NamespaceNotOptedIn(_))));
+    assert!(d.warnings[0].contains("kubectl label namespace gitlab-runner dind-injector.io/injection=enabled"), "{}", d.warnings[0]);
+}

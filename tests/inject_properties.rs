@@ -1,0 +1,249 @@
+//! Properties over generated pods: never a panic, the patch always applies, the result is a pod
+//! the apiserver would accept, every target reaches the daemon, and a second pass is empty.
+
+mod support;
+
+use dind_injector::config::{Config, SidecarMode, Transport};
+use dind_injector::inject::{self, ClusterInfo, InjectionStatus, Outcome, SkipReason};
+use dind_injector::namespace::{NamespaceView, StaticNamespaces};
+use dind_injector::webhook::{self, ReviewContext};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use support::*;
+
+/// Names the injector also wants, runner names, and odd ones.
+fn name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("dind".to_string()),
+        Just("dind-2".to_string()),
+        Just("build".to_string()),
+        Just("helper".to_string()),
+        Just("agent".to_string()),
+        Just("lite-engine".to_string()),
+        Just("step-1".to_string()),
+        Just("container-0".to_string()),
+        "[a-z][a-z0-9-]{0,10}[a-z0-9]",
+        Just("x".repeat(63)),
+    ]
+}
+
+fn volume_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("dind-storage".to_string()),
+        Just("dind-socket".to_string()),
+        Just("dind-certs".to_string()),
+        Just("dind-daemon-config".to_string()),
+        Just("dind-storage-2".to_string()),
+        Just("kube-api-access-abcde".to_string()),
+        "[a-z][a-z0-9-]{0,8}[a-z0-9]",
+    ]
+}
+
+fn mount_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("/var/run/dind".to_string()),
+        Just("/certs/client".to_string()),
+        Just("/certs".to_string()),
+        Just("/builds".to_string()),
+        Just("/var/run/secrets/kubernetes.io/serviceaccount".to_string()),
+        "/[a-z]{1,8}(/[a-z]{1,8})?",
+    ]
+}
+
+fn env_entry() -> impl Strategy<Value = (String, Option<String>)> {
+    (
+        prop_oneof![
+            Just("DOCKER_HOST".to_string()),
+            Just("DOCKER_TLS_VERIFY".to_string()),
+            Just("DOCKER_CERT_PATH".to_string()),
+            "[A-Z_]{1,10}",
+        ],
+        prop::option::of(prop_oneof![
+            Just("tcp://docker:2375".to_string()),
+            Just("tcp://docker:2376".to_string()),
+            Just("unix:///var/run/dind/docker.sock".to_string()),
+            Just(String::new()),
+            ".{0,20}",
+        ]),
+    )
+}
+
+fn annotation_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("true".to_string()),
+        Just("false".to_string()),
+        Just("auto".to_string()),
+        Just("tcp-tls".to_string()),
+        Just("tcp".to_string()),
+        Just("unix".to_string()),
+        Just("container".to_string()),
+        Just("native".to_string()),
+        Just("1400".to_string()),
+        Just("64Gi".to_string()),
+        Just("2".to_string()),
+        Just("500m".to_string()),
+        Just("build,svc-0,nope".to_string()),
+        Just("docker:27-dind".to_string()),
+        Just("evil/image".to_string()),
+        Just("gitlab".to_string()),
+        ".{0,40}",
+    ]
+}
+
+fn annotation_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("image"), Just("transport"), Just("containers"), Just("cpu"), Just("memory"),
+        Just("storage"), Just("mtu"), Just("sidecar-mode"), Just("runner"), Just("inject"),
+    ]
+    .prop_map(|k| format!("dind-injector.io/{k}"))
+}
+
+fn container() -> impl Strategy<Value = (String, Vec<(String, Option<String>)>, Vec<(usize, String)>, Option<String>)> {
+    (
+        name(),
+        prop::collection::vec(env_entry(), 0..4),
+        prop::collection::vec((0usize..8, mount_path()), 0..3),
+        prop::option::of(prop_oneof![
+            Just("golang:1.23".to_string()),
+            Just("docker:27-cli".to_string()),
+            Just("docker:dind".to_string()),
+        ]),
+    )
+}
+
+prop_compose! {
+    fn pod()(
+        containers in prop::collection::vec(container(), 1..6),
+        inits in prop::collection::vec(container(), 0..3),
+        volumes in prop::collection::vec(volume_name(), 0..6),
+        annotations in prop::collection::vec((annotation_key(), annotation_value()), 0..5),
+        runner_label in prop_oneof![
+            Just(None),
+            Just(Some(("job.runner.gitlab.com/pod", "p"))),
+            Just(Some(("buildkite.com/job-uuid", "u"))),
+            Just(Some(("pipelineExecutionID", "e"))),
+        ],
+        fs_group in prop::option::of(0i64..70000),
+        with_aliases in any::<bool>(),
+    ) -> Value {
+        let mut vol_names: Vec<String> = Vec::new();
+        for v in volumes { if !vol_names.contains(&v) { vol_names.push(v); } }
+        let mut used_names: Vec<String> = Vec::new();
+        let mut build = |list: Vec<(String, Vec<(String, Option<String>)>, Vec<(usize, String)>, Option<String>)>| -> Vec<Value> {
+            let mut out = Vec::new();
+            for (n, env, mounts, image) in list {
+                if used_names.contains(&n) { continue; }
+                used_names.push(n.clone());
+                let mut env_names: Vec<String> = Vec::new();
+                let env: Vec<Value> = env.into_iter().filter(|(k, _)| { let fresh = !env_names.contains(k); if fresh { env_names.push(k.clone()); } fresh })
+                    .map(|(k, v)| match v { Some(v) => json!({"name": k, "value": v}), None => json!({"name": k}) }).collect();
+                let mut paths: Vec<String> = Vec::new();
+                let mounts: Vec<Value> = mounts.into_iter().filter_map(|(i, p)| {
+                    let vol = vol_names.get(i % vol_names.len().max(1))?.clone();
+                    if paths.contains(&p) { return None; }
+                    paths.push(p.clone());
+                    Some(json!({"name": vol, "mountPath": p}))
+                }).collect();
+                let mut c = json!({"name": n, "image": image.unwrap_or_else(|| "alpine:3".into())});
+                if !env.is_empty() { c["env"] = Value::Array(env); }
+                if !mounts.is_empty() { c["volumeMounts"] = Value::Array(mounts); }
+                out.push(c);
+            }
+            out
+        };
+        let containers = build(containers);
+        let inits = build(inits);
+        let mut ann = serde_json::Map::new();
+        ann.insert("dind-injector.io/inject".into(), "true".into());
+        for (k, v) in annotations { ann.insert(k, v.into()); }
+        let mut pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ci", "annotations": ann},
+            "spec": {"containers": containers},
+        });
+        if let Some((k, v)) = runner_label { pod["metadata"]["labels"] = json!({k: v}); }
+        if !inits.is_empty() { pod["spec"]["initContainers"] = Value::Array(inits); }
+        if !vol_names.is_empty() { pod["spec"]["volumes"] = vol_names.iter().map(|v| json!({"name": v, "emptyDir": {}})).collect(); }
+        if let Some(g) = fs_group { pod["spec"]["securityContext"] = json!({"fsGroup": g}); }
+        if with_aliases { pod["spec"]["hostAliases"] = json!([{"ip": "127.0.0.1", "hostnames": ["postgres"]}]); }
+        pod
+    }
+}
+
+fn any_config() -> impl Strategy<Value = Config> {
+    (
+        prop_oneof![Just(SidecarMode::Native), Just(SidecarMode::Container), Just(SidecarMode::Auto)],
+        prop_oneof![Just(Transport::Unix), Just(Transport::TcpTls), Just(Transport::Tcp)],
+    )
+        .prop_map(|(mode, transport)| {
+            let mut c = Config::default();
+            c.sidecar.mode = mode;
+            c.sidecar.transport = transport;
+            c
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn injection_is_valid_and_idempotent(pod in pod(), config in any_config()) {
+        prop_assume!(structural_problems(&typed(&pod)).is_empty());
+        let ns = NamespaceView::opted_in("ci");
+        let decision = inject::plan_injection(&typed(&pod), &ns, &config, &ClusterInfo::default());
+        match &decision.outcome {
+            Outcome::Inject(injection) => {
+                let patched = apply(&pod, &injection.patch);
+                let typed_patched = typed(&patched);
+                let problems = structural_problems(&typed_patched);
+                prop_assert!(problems.is_empty(), "{problems:?}\n{}", serde_json::to_string_pretty(&patched).unwrap_or_default());
+                let status = typed_patched.metadata.annotations.as_ref()
+                    .and_then(|a| a.get("dind-injector.io/status"))
+                    .and_then(|s| InjectionStatus::parse(s));
+                prop_assert!(status.is_some());
+                let status = status.unwrap_or_else(|| unreachable!());
+                prop_assert!(!status.targets.is_empty());
+                let with_host = docker_host_containers(&typed_patched);
+                for t in &status.targets {
+                    prop_assert!(with_host.contains(t), "target {t} has no DOCKER_HOST");
+                }
+                let again = inject::plan_injection(&typed_patched, &ns, &config, &ClusterInfo::default());
+                prop_assert!(matches!(again.outcome, Outcome::Skip(SkipReason::AlreadyInjected)));
+            }
+            Outcome::Skip(reason) => {
+                prop_assert!(!reason.label().is_empty());
+                prop_assert!(!reason.warns() || !decision.warnings.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn webhook_answers_any_body_without_panicking(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let cfg = Config::default();
+        let ns = StaticNamespaces::default();
+        let cluster = ClusterInfo::default();
+        let out = webhook::mutate(&body, ReviewContext { config: &cfg, namespaces: &ns, cluster: &cluster });
+        prop_assert!(out.http_status == 400 || out.http_status == 200);
+        let v: Value = serde_json::from_slice(&out.body).unwrap_or_default();
+        prop_assert_eq!(&v["kind"], "AdmissionReview");
+    }
+
+    #[test]
+    fn webhook_answers_mangled_reviews_with_the_uid(pod in pod(), junk in "[\\[\\]{}\",:a-z0-9]{0,12}", cut in 0usize..2000) {
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "ci", "object": pod}});
+        let mut text = serde_json::to_string(&review).unwrap_or_default();
+        // Mangle only the object, so the uid stays readable.
+        let object_at = text.find("\"object\"").unwrap_or(0);
+        let at = (object_at + cut).min(text.len());
+        if text.is_char_boundary(at) { text.insert_str(at, &junk); }
+        let cfg = Config::default();
+        let ns = StaticNamespaces::new(NamespaceView::opted_in("ci").labels, Default::default());
+        let cluster = ClusterInfo::default();
+        let out = webhook::mutate(text.as_bytes(), ReviewContext { config: &cfg, namespaces: &ns, cluster: &cluster });
+        let v: Value = serde_json::from_slice(&out.body).unwrap_or_default();
+        if out.http_status == 200 {
+            prop_assert_eq!(&v["response"]["uid"], "u-1");
+        }
+    }
+}
