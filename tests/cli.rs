@@ -1,0 +1,191 @@
+//! The offline command line, run as a user would: `inject`, `explain`, `check-config`, `version`.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde::Deserialize;
+use serde_json::Value;
+use support::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dind-injector"))
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start dind-injector: {e}"));
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("output is not YAML: {e}\n{yaml}")))
+        .collect()
+}
+
+const WORKLOADS: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: build, namespace: ci}
+spec:
+  template:
+    metadata:
+      annotations: {dind-injector.io/inject: "true"}
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: build, image: docker:27-cli, command: [docker, build, .]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations: {dind-injector.io/inject: "true", dind-injector.io/transport: tcp-tls}
+        spec:
+          restartPolicy: Never
+          containers:
+          - {name: build, image: docker:27-cli}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: not-annotated}
+spec:
+  selector: {matchLabels: {app: x}}
+  template:
+    metadata: {labels: {app: x}}
+    spec:
+      containers:
+      - {name: web, image: nginx}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: untouched}
+data: {a: b}
+"#;
+
+#[test]
+fn inject_handles_pods_and_every_workload_template_in_multi_document_yaml() {
+    let out = run_with_stdin(&["inject", "-f", "-"], WORKLOADS);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let docs = docs(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(docs.len(), 4, "every document comes out, in order");
+
+    let job_pod = &docs[0]["spec"]["template"];
+    assert_eq!(job_pod["spec"]["initContainers"][0]["name"], "dind");
+    assert_eq!(job_pod["spec"]["containers"][0]["env"][0]["name"], "DOCKER_HOST");
+    let cron_pod = &docs[1]["spec"]["jobTemplate"]["spec"]["template"];
+    assert_eq!(cron_pod["spec"]["containers"][0]["env"][0]["value"], "tcp://127.0.0.1:2376");
+    assert!(docs[2]["spec"]["template"]["spec"].get("initContainers").is_none());
+    assert_eq!(docs[3]["data"]["a"], "b");
+
+    assert!(stderr.contains("Job/build (pod template): injected"), "{stderr}");
+    assert!(stderr.contains("Deployment/not-annotated (pod template): not injected (not-annotated)"), "{stderr}");
+}
+
+#[test]
+fn inject_output_of_each_runner_pod_is_a_valid_pod() {
+    for fixture in INJECTED_FIXTURES {
+        let path = fixtures_dir().join(format!("pods/{fixture}.json"));
+        let out = bin().args(["inject", "-f"]).arg(&path).output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{fixture}: {}", String::from_utf8_lossy(&out.stderr));
+        let docs = docs(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(docs.len(), 1);
+        assert_structurally_valid(&docs[0]);
+        assert!(!docs_of_status(&docs[0]).is_empty(), "{fixture}: no status annotation");
+    }
+}
+
+fn docs_of_status(pod: &Value) -> String {
+    pod["metadata"]["annotations"]["dind-injector.io/status"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn namespace_stand_ins_change_the_decision() {
+    let path = fixtures_dir().join("pods/gitlab.json");
+    let out = bin()
+        .args(["explain", "--namespace-labels", "pod-security.kubernetes.io/enforce=privileged", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("decision:   not injected"), "{text}");
+    assert!(text.contains("kubectl label namespace"), "{text}");
+}
+
+#[test]
+fn explain_says_what_would_be_added_and_why_not() {
+    let out = bin().args(["explain", "-f"]).arg(fixtures_dir().join("pods/gitlab.json")).output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for expected in ["runner:     gitlab", "decision:   injected", "job containers: build, svc-0", "DOCKER_HOST=unix:///var/run/dind/docker.sock", "add /spec/initContainers/-", "dockerd --host="] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let out = bin().args(["explain", "-f"]).arg(fixtures_dir().join("pods/arc-dind-mode.json")).output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not injected") && text.contains("own-dind"), "{text}");
+}
+
+#[test]
+fn check_config_says_what_is_wrong_and_where() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "sidecar:\n  transport: tcp\n  mtu: 99999\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = bin().arg("check-config").arg(&bad).output().unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("sidecar.mtu") && err.contains("99999"), "{err}");
+
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(&typo, "overrides:\n  maxCPU: 2\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = bin().arg("check-config").arg(&typo).output().unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("maxCPU") && err.contains("maxCpu"), "the error names the key and the right spelling: {err}");
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "daemon:\n  registryMirrors: [\"https://mirror.example.com\"]\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = bin().args(["check-config", "--print"]).arg(&good).output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("valid") && text.contains("\"registry-mirrors\""), "{text}");
+
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/config.example.yaml");
+    let out = bin().arg("check-config").arg(&example).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "the shipped example configuration must be valid: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let out = run_with_stdin(&["inject", "-f", "-"], "kind: Pod\nspec: [not, a, spec]\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("document 1") && err.contains("not a valid Pod"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let out = run_with_stdin(&["inject", "-f", "-"], "a: [unclosed\n");
+    assert_eq!(out.status.code(), Some(1));
+    let out = bin().args(["inject", "-f", "/nonexistent/file.yaml"]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/file.yaml"));
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = bin().arg("version").output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("dind-injector {}", env!("CARGO_PKG_VERSION")));
+}
