@@ -13,6 +13,7 @@ pub mod image;
 pub mod inject;
 pub mod names;
 pub mod namespace;
+pub mod policy;
 pub mod quantity;
 pub mod server;
 pub mod webhook;

@@ -5,8 +5,11 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::admission::{self, AdmissionRequest, AdmissionResponse, ReviewError};
 use crate::config::Config;
+use crate::annotations;
+use crate::config::PolicyMode;
 use crate::inject::{self, ClusterInfo, Outcome};
-use crate::namespace::NamespaceLookup;
+use crate::namespace::{NamespaceLookup, NamespaceView};
+use crate::policy;
 
 /// What a review needs besides its body.
 #[derive(Clone, Copy)]
@@ -49,6 +52,12 @@ pub struct ReviewLog {
     pub reason: &'static str,
     /// How many warnings the answer carries.
     pub warnings: usize,
+    /// The policy mode in force (`enforce`, `audit`, `off`), for validating reviews.
+    pub policy_mode: &'static str,
+    /// The Pod Security level in force, for validating reviews.
+    pub policy_level: &'static str,
+    /// The control ids and finding labels found, one per violation.
+    pub violations: Vec<&'static str>,
 }
 
 /// Reviews a Pod CREATE for injection.
@@ -86,7 +95,7 @@ fn mutate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewO
         runner: "-",
         decision: "allowed",
         reason: "",
-        warnings: 0,
+        ..ReviewLog::default()
     };
     let allow = |log: ReviewLog, response: AdmissionResponse| ReviewOutcome {
         http_status: 200,
@@ -159,5 +168,131 @@ pub fn pod_display_name(pod: &Pod) -> String {
         (Some(n), _) if !n.is_empty() => n.clone(),
         (_, Some(g)) => format!("{g}*"),
         _ => String::new(),
+    }
+}
+
+/// Reviews a Pod CREATE or UPDATE, or a `pods/ephemeralcontainers` update, against the
+/// namespace's Pod Security level with the injected sidecar exempt.
+pub fn validate(body: &[u8], ctx: ReviewContext<'_>) -> ReviewOutcome {
+    let request = match admission::decode_review(body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(body, &e),
+    };
+    validate_request(&request, ctx)
+}
+
+fn answer(log: ReviewLog, response: AdmissionResponse) -> ReviewOutcome {
+    ReviewOutcome {
+        http_status: 200,
+        log: ReviewLog {
+            warnings: response.warnings.len(),
+            ..log
+        },
+        body: response.into_review_json(),
+    }
+}
+
+fn validate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewOutcome {
+    let mut log = ReviewLog {
+        uid: request.uid.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        pod: request.name.clone().unwrap_or_default(),
+        operation: request.operation.clone(),
+        runner: "-",
+        decision: "allowed",
+        ..ReviewLog::default()
+    };
+    let allow = AdmissionResponse::allow(&request.uid);
+    if !request.is_pod() {
+        log.reason = "not-a-pod";
+        return answer(log, allow);
+    }
+    match (request.operation.as_str(), request.sub_resource.as_deref()) {
+        ("CREATE", None) | ("UPDATE", Some("ephemeralcontainers")) => {}
+        ("UPDATE", None) => {
+            let spec = |raw: Option<&serde_json::value::RawValue>| {
+                raw.and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
+                    .map(|v| v["spec"].clone())
+            };
+            if spec(request.object.as_deref()) == spec(request.old_object.as_deref()) {
+                log.reason = "spec-unchanged";
+                return answer(log, allow);
+            }
+        }
+        _ => {
+            log.reason = "not-checked";
+            return answer(log, allow);
+        }
+    }
+    let pod: Pod = match request.object.as_deref().map(|raw| serde_json::from_str(raw.get())) {
+        Some(Ok(pod)) => pod,
+        Some(Err(e)) => {
+            log.decision = "denied";
+            log.reason = "unreadable-pod";
+            let m = format!("dind-injector: the pod could not be read for the Pod Security check ({e})");
+            return answer(log, AdmissionResponse::deny(&request.uid, 400, m));
+        }
+        None => {
+            log.reason = "no-object";
+            return answer(log, allow);
+        }
+    };
+    if log.pod.is_empty() {
+        log.pod = pod_display_name(&pod);
+    }
+    if log.namespace.is_empty() {
+        log.namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    }
+    let mut warnings = Vec::new();
+    let namespace = ctx.namespaces.get(&log.namespace).unwrap_or_else(|| {
+        // Only opted-in namespaces are sent (the webhook's namespaceSelector), so a namespace
+        // the cache has not seen yet is checked with the cluster defaults rather than let through.
+        warnings.push(format!(
+            "dind-injector: namespace {:?} is not in the injector's cache yet; checked with the cluster's default policy",
+            log.namespace
+        ));
+        NamespaceView::new(
+            log.namespace.clone(),
+            [(annotations::INJECTION_LABEL.to_owned(), annotations::INJECTION_ENABLED.to_owned())].into(),
+            Default::default(),
+        )
+    });
+    if !namespace.is_opted_in() {
+        log.reason = "namespace-not-opted-in";
+        return answer(log, allow);
+    }
+    let verdict = policy::validate_pod(&pod, &namespace, ctx.config, ctx.cluster);
+    log.runner = inject::runner::runner_of(&pod).0.as_str();
+    log.policy_mode = verdict.mode.as_str();
+    log.policy_level = verdict.level.as_str();
+    log.violations = verdict
+        .findings
+        .iter()
+        .map(|f| f.label)
+        .chain(verdict.violations.iter().map(|v| v.control.id()))
+        .collect();
+    warnings.extend(verdict.warnings.iter().cloned());
+    if verdict.mode == PolicyMode::Off {
+        log.reason = "policy-off";
+        return answer(log, allow.with_warnings(warnings));
+    }
+    if verdict.is_clean() {
+        log.reason = "compliant";
+        return answer(log, allow.with_warnings(warnings));
+    }
+    match verdict.mode {
+        PolicyMode::Enforce => {
+            log.decision = "denied";
+            log.reason = "violations";
+            let message = verdict.denial(&log.pod, &log.namespace);
+            answer(log, AdmissionResponse::deny(&request.uid, 403, message).with_warnings(warnings))
+        }
+        _ => {
+            log.reason = "violations-audited";
+            warnings.extend(verdict.lines().into_iter().map(|l| format!("dind-injector audit ({}): {l}", verdict.level.as_str())));
+            let mut response = allow.with_warnings(warnings);
+            response.audit_annotations = policy::audit_annotations(&verdict);
+            answer(log, response)
+        }
     }
 }

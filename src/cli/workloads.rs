@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::inject::{self, ClusterInfo, Decision, Outcome};
 use crate::namespace::NamespaceView;
+use crate::policy::{self, Verdict};
 
 /// What happened to one Pod or pod template.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct InjectReport {
     pub namespace: NamespaceView,
     /// Warnings (from the decision, or about the document).
     pub warnings: Vec<String>,
+    /// What the validating webhook would say about the pod as it is after injection.
+    pub verdict: Verdict,
 }
 
 impl InjectReport {
@@ -79,6 +82,22 @@ impl InjectReport {
         }
         for w in &self.warnings {
             let _ = writeln!(s, "  warning:    {w}");
+        }
+        let v = &self.verdict;
+        let _ = write!(s, "  policy:     level {}, mode {}", v.level.as_str(), v.mode.as_str());
+        if let Some(e) = &v.exempt {
+            let _ = write!(s, ", sidecar {e:?} exempt");
+        }
+        let lines = v.lines();
+        let verdict = match (lines.is_empty(), v.mode) {
+            (_, crate::config::PolicyMode::Off) => "not checked",
+            (true, _) => "allowed",
+            (false, crate::config::PolicyMode::Enforce) => "denied",
+            (false, _) => "allowed with warnings (audit)",
+        };
+        let _ = writeln!(s, ": {verdict}");
+        for l in lines {
+            let _ = writeln!(s, "    - {l}");
         }
         s
     }
@@ -198,10 +217,16 @@ fn inject_pod_value(
 ) -> Result<InjectReport, String> {
     let pod: Pod = serde_json::from_value(value.clone()).map_err(|e| format!("{object} is not a valid Pod: {e}"))?;
     let decision = inject::plan_injection(&pod, &namespace, config, cluster);
-    if let Outcome::Inject(i) = &decision.outcome {
-        json_patch::patch(value, &i.patch.0).map_err(|e| format!("{object}: the patch does not apply: {e}"))?;
-    }
+    let verdict = match &decision.outcome {
+        Outcome::Inject(i) => {
+            json_patch::patch(value, &i.patch.0).map_err(|e| format!("{object}: the patch does not apply: {e}"))?;
+            let injected: Pod = serde_json::from_value(value.clone()).map_err(|e| format!("{object}: the injected pod does not read back: {e}"))?;
+            policy::validate_pod(&injected, &namespace, config, cluster)
+        }
+        Outcome::Skip(_) => policy::validate_pod(&pod, &namespace, config, cluster),
+    };
     Ok(InjectReport {
+        verdict,
         object,
         warnings: decision.warnings.clone(),
         decision,

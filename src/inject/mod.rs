@@ -23,7 +23,7 @@ pub use patch::PatchBuilder;
 pub use runner::Runner;
 pub use settings::Settings;
 pub use sidecar::InjectedNames;
-pub use status::{InjectionStatus, STATUS_VERSION, template_hash};
+pub use status::{InjectionStatus, STATUS_VERSION, sidecar_fingerprint, template_hash};
 
 use patch::to_value;
 
@@ -291,7 +291,7 @@ fn decide(
         }
     }
 
-    let template = template_hash(&serde_json::to_vec(&(&plan.container, &plan.volumes)).unwrap_or_default());
+    let template = sidecar_fingerprint(&plan.container);
     let mut volume_names = vec![names.storage.clone(), names.daemon_config.clone()];
     volume_names.extend(names.shared.clone());
     let status = InjectionStatus {

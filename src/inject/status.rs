@@ -21,7 +21,8 @@ pub struct InjectionStatus {
     pub volumes: Vec<String>,
     /// Containers that got `DOCKER_HOST`.
     pub targets: Vec<String>,
-    /// `sha256:` and the first 16 hex digits of the hash of the injected container and volumes.
+    /// [`sidecar_fingerprint`] of the injected container: the validating webhook recomputes it to
+    /// tell the injected sidecar from one that was changed afterwards.
     pub template: String,
 }
 
@@ -38,6 +39,23 @@ impl InjectionStatus {
     pub fn to_annotation(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// A hash of the sidecar fields that decide what it can do and that the apiserver never
+/// defaults: image, command, args, env, security context, mounts and restart policy.
+pub fn sidecar_fingerprint(c: &k8s_openapi::api::core::v1::Container) -> String {
+    let fields = (
+        &c.image,
+        &c.command,
+        &c.args,
+        &c.env,
+        &c.env_from,
+        &c.security_context,
+        &c.volume_mounts,
+        &c.volume_devices,
+        &c.restart_policy,
+    );
+    template_hash(&serde_json::to_vec(&fields).unwrap_or_default())
 }
 
 /// `sha256:` + 16 hex digits of the SHA-256 of `bytes`.

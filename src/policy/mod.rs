@@ -1,0 +1,11 @@
+//! The validating path: the Kubernetes Pod Security Standards as pure checks, and the narrowed
+//! exemption for the injected sidecar.
+
+mod standards;
+mod validate;
+
+pub use standards::{
+    BASELINE_CAPABILITIES, Control, Level, RESTRICTED_VOLUME_SOURCES, SAFE_SYSCTLS, SELINUX_TYPES,
+    Violation, check_pod_security,
+};
+pub use validate::{Finding, Verdict, audit_annotations, effective_policy, validate_pod};

@@ -1,0 +1,226 @@
+//! The validating decision: in an opted-in namespace, every container but the injected sidecar
+//! must meet the namespace's Pod Security level; the sidecar is exempt only if it is exactly what
+//! the injector produced; a pod that asked for Docker but was not injected is a finding too.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+
+use crate::annotations;
+use crate::config::{Config, PolicyMode};
+use crate::inject::{self, ClusterInfo, InjectionStatus, Outcome, sidecar_fingerprint};
+use crate::namespace::NamespaceView;
+
+use super::standards::{Level, Violation, check_pod_security};
+
+/// What the validating webhook decided about one pod.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The mode in force for this namespace.
+    pub mode: PolicyMode,
+    /// The level in force for this namespace.
+    pub level: Level,
+    /// Pod Security violations (the sidecar's excluded when it is exempt).
+    pub violations: Vec<Violation>,
+    /// Findings that are not Pod Security controls: a tampered sidecar, a pod that asked for
+    /// Docker but was not injected.
+    pub findings: Vec<Finding>,
+    /// Warnings about the namespace's labels.
+    pub warnings: Vec<String>,
+    /// The name of the exempt sidecar, when there is one.
+    pub exempt: Option<String>,
+}
+
+/// A finding of the validating webhook beyond the Pod Security controls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// A stable label (`sidecar-tampered`, `not-injected`).
+    pub label: &'static str,
+    /// What is wrong and the fix.
+    pub message: String,
+}
+
+impl Verdict {
+    /// Whether anything was found.
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty() && self.findings.is_empty()
+    }
+
+    /// Every problem as one line each.
+    pub fn lines(&self) -> Vec<String> {
+        self.findings
+            .iter()
+            .map(|f| f.message.clone())
+            .chain(self.violations.iter().map(ToString::to_string))
+            .collect()
+    }
+
+    /// The denial message: every problem, not just the first.
+    pub fn denial(&self, pod: &str, namespace: &str) -> String {
+        let lines = self.lines();
+        let mut m = format!(
+            "dind-injector: pod {pod:?} in namespace {namespace:?} breaks Pod Security level {} outside the dind sidecar ({} problem{}):",
+            self.level.as_str(),
+            lines.len(),
+            if lines.len() == 1 { "" } else { "s" }
+        );
+        for l in lines {
+            m.push_str("\n- ");
+            m.push_str(&l);
+        }
+        m
+    }
+}
+
+/// The mode and level in force for `namespace`, and warnings about its labels. A label may only
+/// make the configuration stricter unless `policy.allowLooserNamespaces` is set.
+pub fn effective_policy(namespace: &NamespaceView, config: &Config) -> (PolicyMode, Level, Vec<String>) {
+    let p = &config.policy;
+    let mut warnings = Vec::new();
+    let mut mode = p.mode;
+    if let Some(v) = namespace.labels.get(annotations::POLICY_MODE) {
+        match PolicyMode::parse(v) {
+            Some(m) if m >= p.mode || p.allow_looser_namespaces => mode = m,
+            Some(m) => warnings.push(format!(
+                "dind-injector: namespace label {}={} is looser than the cluster's {} and is ignored (policy.allowLooserNamespaces is false)",
+                annotations::POLICY_MODE,
+                m.as_str(),
+                p.mode.as_str()
+            )),
+            None => warnings.push(format!(
+                "dind-injector: namespace label {}={v:?} is not enforce, audit or off; using {}",
+                annotations::POLICY_MODE,
+                p.mode.as_str()
+            )),
+        }
+    }
+    let mut level = p.level;
+    if let Some(v) = namespace.labels.get(annotations::POD_SECURITY) {
+        match Level::parse(v) {
+            Some(l) if l >= p.level || p.allow_looser_namespaces => level = l,
+            Some(l) => warnings.push(format!(
+                "dind-injector: namespace label {}={} is looser than the cluster's {} and is ignored",
+                annotations::POD_SECURITY,
+                l.as_str(),
+                p.level.as_str()
+            )),
+            None => warnings.push(format!(
+                "dind-injector: namespace label {}={v:?} is not baseline or restricted; using {}",
+                annotations::POD_SECURITY,
+                p.level.as_str()
+            )),
+        }
+    }
+    (mode, level, warnings)
+}
+
+/// Judges `pod` in `namespace`.
+pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, cluster: &ClusterInfo) -> Verdict {
+    let (mode, level, warnings) = effective_policy(namespace, config);
+    let mut verdict = Verdict {
+        mode,
+        level,
+        violations: Vec::new(),
+        findings: Vec::new(),
+        warnings,
+        exempt: None,
+    };
+    if mode == PolicyMode::Off {
+        return verdict;
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let annotations = pod.metadata.annotations.as_ref();
+    let status = annotations
+        .and_then(|a| a.get(annotations::STATUS))
+        .map(|s| InjectionStatus::parse(s).ok_or(s));
+    match &status {
+        Some(Ok(status)) => match sidecar_problem(&spec, status, config) {
+            None => verdict.exempt = Some(status.container.clone()),
+            Some(problem) => verdict.findings.push(Finding {
+                label: "sidecar-tampered",
+                message: format!(
+                    "container {:?} is named as the injected dind sidecar, but {problem}; it gets no exemption. Recreate the pod and let dind-injector inject it",
+                    status.container
+                ),
+            }),
+        },
+        Some(Err(_)) => verdict.findings.push(Finding {
+            label: "sidecar-tampered",
+            message: format!(
+                "annotation {} is not one dind-injector wrote; no container gets an exemption. Remove the annotation",
+                annotations::STATUS
+            ),
+        }),
+        None => {}
+    }
+    let asked = annotations.and_then(|a| a.get(annotations::INJECT)).map(|v| v.trim()) == Some("true");
+    if asked && status.is_none() {
+        let why = match inject::plan_injection(pod, namespace, config, cluster).outcome {
+            Outcome::Skip(reason) => reason.message(),
+            Outcome::Inject(_) => "the mutating webhook did not run for it; check that dind-injector's MutatingWebhookConfiguration is installed and selects this namespace".into(),
+        };
+        verdict.findings.push(Finding {
+            label: "not-injected",
+            message: format!(
+                "the pod asked for a Docker daemon ({}: \"true\") but none was injected: {why}",
+                annotations::INJECT
+            ),
+        });
+    }
+    verdict.violations = check_pod_security(pod, level, verdict.exempt.as_deref());
+    verdict
+}
+
+/// Why the container the status names is not exactly the injected sidecar, if it is not.
+fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) -> Option<String> {
+    let (container, native): (&Container, bool) = match spec.init_containers.iter().flatten().find(|c| c.name == status.container) {
+        Some(c) => (c, true),
+        None => match spec.containers.iter().find(|c| c.name == status.container) {
+            Some(c) => (c, false),
+            None => return Some("no such container exists".into()),
+        },
+    };
+    if native != (status.mode == "native") {
+        return Some(format!("it is not where {} mode puts it", status.mode));
+    }
+    let image = container.image.as_deref().unwrap_or_default();
+    if image != status.image || !config.image_allowed(image) {
+        return Some(format!("its image {image:?} is not the injected, allowed one"));
+    }
+    if sidecar_fingerprint(container) != status.template {
+        return Some("its command, arguments, environment, security context or mounts were changed after injection".into());
+    }
+    for m in container.volume_mounts.iter().flatten() {
+        if !status.volumes.contains(&m.name) {
+            return Some(format!("it mounts volume {:?}, which dind-injector did not add", m.name));
+        }
+    }
+    for name in &status.volumes {
+        let Some(v) = spec.volumes.iter().flatten().find(|v| &v.name == name) else {
+            return Some(format!("its volume {name:?} is missing"));
+        };
+        let expected_kind = v.empty_dir.is_some()
+            || v.config_map.as_ref().is_some_and(|c| c.name == config.sidecar.daemon_config_map);
+        if !expected_kind || v.host_path.is_some() {
+            return Some(format!("its volume {name:?} is no longer the emptyDir or ConfigMap dind-injector added"));
+        }
+    }
+    if container.ports.iter().flatten().any(|p| p.host_port.is_some_and(|h| h != 0)) {
+        return Some("it opens a host port".into());
+    }
+    None
+}
+
+/// Audit annotations for a verdict: the mode, the level, and one entry per problem.
+pub fn audit_annotations(verdict: &Verdict) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if verdict.is_clean() {
+        return out;
+    }
+    out.insert("policy-mode".to_owned(), verdict.mode.as_str().to_owned());
+    out.insert("policy-level".to_owned(), verdict.level.as_str().to_owned());
+    for (i, line) in verdict.lines().into_iter().enumerate() {
+        out.insert(format!("violation-{}", i + 1), line);
+    }
+    out
+}

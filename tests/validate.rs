@@ -1,0 +1,164 @@
+//! The validating path on the runners' pods: injected pods pass, and everything the narrowed
+//! exemption must catch is denied in enforce and allowed with warnings in audit.
+
+mod support;
+
+use dind_injector::config::{Config, PolicyMode};
+use dind_injector::inject::{self, ClusterInfo, Outcome};
+use dind_injector::namespace::{NamespaceView, StaticNamespaces};
+use dind_injector::webhook::{self, ReviewContext, ReviewOutcome};
+use serde_json::{Value, json};
+use support::*;
+
+fn injected(fixture: &str) -> Value {
+    let pod = review_pod(fixture);
+    let d = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in("ci"), &Config::default(), &ClusterInfo::default());
+    match d.outcome {
+        Outcome::Inject(i) => apply(&pod, &i.patch),
+        Outcome::Skip(r) => panic!("{fixture}: {}", r.message()),
+    }
+}
+
+fn review_of(pod: &Value, operation: &str, sub_resource: Option<&str>, old: Option<&Value>) -> Vec<u8> {
+    let mut request = json!({
+        "uid": "v-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": "ci", "operation": operation, "object": pod,
+    });
+    if let Some(s) = sub_resource {
+        request["subResource"] = json!(s);
+    }
+    if let Some(o) = old {
+        request["oldObject"] = o.clone();
+    }
+    serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})).unwrap_or_default()
+}
+
+fn run(body: &[u8], mode: PolicyMode, extra_labels: &[(&str, &str)]) -> (ReviewOutcome, Value) {
+    let mut config = Config::default();
+    config.policy.mode = mode;
+    let mut labels = NamespaceView::opted_in("ci").labels;
+    for (k, v) in extra_labels {
+        labels.insert((*k).into(), (*v).into());
+    }
+    let namespaces = StaticNamespaces::new(labels, Default::default());
+    let cluster = ClusterInfo::default();
+    let out = webhook::validate(body, ReviewContext { config: &config, namespaces: &namespaces, cluster: &cluster });
+    let v: Value = serde_json::from_slice(&out.body).unwrap_or_default();
+    (out, v)
+}
+
+fn with_container(mut pod: Value, container: Value) -> Value {
+    if let Some(list) = pod["spec"]["containers"].as_array_mut() {
+        list.push(container);
+    }
+    pod
+}
+
+fn sidecar_mut(pod: &mut Value) -> &mut Value {
+    let list = pod["spec"]["initContainers"].as_array_mut().unwrap_or_else(|| panic!("no init containers"));
+    list.iter_mut().find(|c| c["name"] == "dind").unwrap_or_else(|| panic!("no dind sidecar"))
+}
+
+#[test]
+fn every_injected_fixture_passes_baseline() {
+    for fixture in INJECTED_FIXTURES {
+        let (out, v) = run(&review_of(&injected(fixture), "CREATE", None, None), PolicyMode::Enforce, &[]);
+        assert_eq!(v["response"]["allowed"], true, "{fixture}: {}", v["response"]["status"]["message"]);
+        assert_eq!(out.log.reason, "compliant", "{fixture}");
+        assert_eq!(out.log.policy_level, "baseline");
+    }
+}
+
+#[test]
+fn what_the_exemption_must_catch_is_denied_in_enforce_and_audited_in_audit() {
+    let base = injected("gitlab");
+    let second_privileged = with_container(base.clone(), json!({"name": "sneaky", "image": "alpine", "securityContext": {"privileged": true}}));
+    let mut socket = base.clone();
+    socket["spec"]["volumes"].as_array_mut().map(|v| v.push(json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}})));
+    socket["spec"]["containers"][0]["volumeMounts"].as_array_mut().map(|v| v.push(json!({"name": "sock", "mountPath": "/var/run/docker.sock"})));
+    let mut tampered_args = base.clone();
+    sidecar_mut(&mut tampered_args)["args"] = json!(["dockerd", "--host=tcp://0.0.0.0:2375"]);
+    let mut tampered_image = base.clone();
+    sidecar_mut(&mut tampered_image)["image"] = json!("evil/docker:dind");
+    let mut tampered_mount = base.clone();
+    tampered_mount["spec"]["volumes"].as_array_mut().map(|v| v.push(json!({"name": "host", "hostPath": {"path": "/"}})));
+    sidecar_mut(&mut tampered_mount)["volumeMounts"].as_array_mut().map(|v| v.push(json!({"name": "host", "mountPath": "/host"})));
+    let impostor = with_container(review_pod("gitlab"), json!({"name": "dind", "image": "docker:28.5.1-dind", "securityContext": {"privileged": true}}));
+
+    let cases: [(&str, Value, &[&str]); 6] = [
+        ("second privileged container", second_privileged, &["privileged"]),
+        ("docker socket hostPath", socket, &["hostPathVolumes", "dockerSocket"]),
+        ("sidecar args changed", tampered_args, &["sidecar-tampered", "privileged"]),
+        ("sidecar image changed", tampered_image, &["sidecar-tampered", "privileged"]),
+        ("sidecar mounts the host", tampered_mount, &["sidecar-tampered", "privileged", "hostPathVolumes", "dockerSocket"]),
+        ("a container merely named dind", impostor, &["not-injected", "privileged"]),
+    ];
+    for (what, pod, expected) in cases {
+        let body = review_of(&pod, "CREATE", None, None);
+        let (out, v) = run(&body, PolicyMode::Enforce, &[]);
+        assert_eq!(v["response"]["allowed"], false, "{what}: must be denied");
+        assert_eq!(v["response"]["status"]["code"], 403, "{what}");
+        let message = v["response"]["status"]["message"].as_str().unwrap_or_default();
+        for id in expected {
+            assert!(out.log.violations.contains(id), "{what}: expected {id} in {:?}", out.log.violations);
+            if !id.contains('-') {
+                assert!(message.contains(&format!("({id})")), "{what}: the denial must name {id}:\n{message}");
+            }
+        }
+        assert_eq!(message.matches("\n- ").count(), out.log.violations.len(), "{what}: one line per problem:\n{message}");
+
+        let (out, v) = run(&body, PolicyMode::Audit, &[]);
+        assert_eq!(v["response"]["allowed"], true, "{what}: audit allows");
+        assert_eq!(out.log.reason, "violations-audited");
+        let warnings = v["response"]["warnings"].as_array().map_or(0, Vec::len);
+        assert_eq!(warnings, out.log.violations.len(), "{what}: one warning per problem");
+        let annotations = v["response"]["auditAnnotations"].as_object().cloned().unwrap_or_default();
+        assert_eq!(annotations.get("policy-mode"), Some(&json!("audit")));
+        assert!(annotations.contains_key("violation-1"), "{what}: {annotations:?}");
+    }
+}
+
+#[test]
+fn asking_without_being_injected_is_denied_with_the_reason() {
+    let (out, v) = run(&review_of(&review_pod("gitlab"), "CREATE", None, None), PolicyMode::Enforce, &[]);
+    assert_eq!(v["response"]["allowed"], false);
+    assert_eq!(out.log.violations, vec!["not-injected"]);
+    let message = v["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("MutatingWebhookConfiguration"), "{message}");
+}
+
+#[test]
+fn ephemeral_debug_containers_are_checked_and_spec_unchanged_updates_are_not() {
+    let pod = injected("gitlab");
+    let mut debug = pod.clone();
+    debug["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox", "securityContext": {"privileged": true}}]);
+    let (out, v) = run(&review_of(&debug, "UPDATE", Some("ephemeralcontainers"), Some(&pod)), PolicyMode::Enforce, &[]);
+    assert_eq!(v["response"]["allowed"], false);
+    assert!(v["response"]["status"]["message"].as_str().unwrap_or_default().contains("spec.ephemeralContainers[0].securityContext.privileged"));
+    assert_eq!(out.log.violations, vec!["privileged"]);
+
+    let mut relabelled = debug.clone();
+    relabelled["metadata"]["labels"]["new"] = json!("label");
+    let (out, v) = run(&review_of(&relabelled, "UPDATE", None, Some(&debug)), PolicyMode::Enforce, &[]);
+    assert_eq!(v["response"]["allowed"], true, "a metadata-only update of an existing pod is not re-judged");
+    assert_eq!(out.log.reason, "spec-unchanged");
+}
+
+#[test]
+fn namespace_labels_may_only_tighten_unless_allowed() {
+    let body = review_of(&with_container(injected("gitlab"), json!({"name": "p", "image": "a", "securityContext": {"privileged": true}})), "CREATE", None, None);
+    let (out, v) = run(&body, PolicyMode::Enforce, &[("dind-injector.io/policy-mode", "audit")]);
+    assert_eq!(v["response"]["allowed"], false, "a namespace cannot loosen enforce to audit");
+    assert_eq!(out.log.policy_mode, "enforce");
+    assert!(v["response"]["warnings"].to_string().contains("looser"));
+    let (out, v) = run(&body, PolicyMode::Audit, &[("dind-injector.io/policy-mode", "enforce")]);
+    assert_eq!(v["response"]["allowed"], false, "a namespace can tighten audit to enforce");
+    assert_eq!(out.log.policy_mode, "enforce");
+
+    let clean = review_of(&injected("gitlab"), "CREATE", None, None);
+    let (out, v) = run(&clean, PolicyMode::Enforce, &[("dind-injector.io/pod-security", "restricted")]);
+    assert_eq!(out.log.policy_level, "restricted");
+    assert_eq!(v["response"]["allowed"], false, "the GitLab job containers are not restricted-compliant");
+    assert!(!out.log.violations.contains(&"privileged"), "the sidecar stays exempt at restricted");
+}
