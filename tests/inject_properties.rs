@@ -230,13 +230,13 @@ proptest! {
 
     #[test]
     fn webhook_answers_mangled_reviews_with_the_uid(pod in pod(), junk in "[\\[\\]{}\",:a-z0-9]{0,12}", cut in 0usize..2000) {
-        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "ci", "object": pod}});
-        let mut text = serde_json::to_string(&review).unwrap_or_default();
         // Mangle only the object, so the uid stays readable.
-        let object_at = text.find("\"object\"").unwrap_or(0);
-        let at = (object_at + cut).min(text.len());
-        if text.is_char_boundary(at) { text.insert_str(at, &junk); }
+        let mut object = serde_json::to_string(&pod).unwrap_or_default();
+        let at = cut.min(object.len());
+        if object.is_char_boundary(at) { object.insert_str(at, &junk); }
+        let text = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u-1","kind":{{"group":"","version":"v1","kind":"Pod"}},"operation":"CREATE","namespace":"ci","object":{object}}}}}"#
+        );
         let cfg = Config::default();
         let ns = StaticNamespaces::new(NamespaceView::opted_in("ci").labels, Default::default());
         let cluster = ClusterInfo::default();
