@@ -58,6 +58,19 @@ fn benches(c: &mut Criterion) {
     }
     whole.finish();
 
+    // The validating review sees the pod after injection.
+    let mut validate = c.benchmark_group("validate_review");
+    for name in ["gitlab", "buildkite", "harness"] {
+        let mut r = review(name);
+        let pod: Pod = serde_json::from_value(r["request"]["object"].clone()).unwrap_or_else(|e| panic!("{e}"));
+        if let inject::Outcome::Inject(i) = inject::plan_injection(&pod, &view, &config, &cluster).outcome {
+            json_patch::patch(&mut r["request"]["object"], &i.patch.0).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let body = serde_json::to_vec(&r).unwrap_or_default();
+        validate.bench_function(name, |b| b.iter(|| webhook::validate(black_box(&body), ctx)));
+    }
+    validate.finish();
+
     let mut size = c.benchmark_group("mutate_review_by_containers");
     for n in [1usize, 10, 50, 100, 200] {
         let body = serde_json::to_vec(&review_with_containers(n)).unwrap_or_default();
