@@ -496,7 +496,50 @@ pub const DAEMON_JSON_RESERVED: &[(&str, &str)] = &[
     ("pidfile", "the image's entrypoint manages it"),
 ];
 
+/// daemon.json keys dockerd 28 knows (besides the reserved ones above). dockerd exits on a key
+/// it does not know, so others are reported by `check-config` and in the server's log.
+pub const DAEMON_JSON_KNOWN: &[&str] = &[
+    "allow-direct-routing", "authorization-plugins", "bip", "bip6", "bridge", "builder",
+    "cdi-spec-dirs", "cgroup-parent", "containerd", "containerd-namespace",
+    "containerd-plugin-namespace", "cri-containerd", "debug", "default-address-pools",
+    "default-cgroupns-mode", "default-gateway", "default-gateway-v6", "default-ipc-mode",
+    "default-runtime", "default-shm-size", "default-ulimits", "dns", "dns-opts", "dns-search",
+    "exec-opts", "exec-root", "experimental", "features", "firewall-backend", "fixed-cidr",
+    "fixed-cidr-v6", "host-gateway-ip", "host-gateway-ips", "http-proxy", "https-proxy", "icc",
+    "init", "init-path", "ip", "ip-forward", "ip-forward-no-drop", "ip-masq", "ip6tables",
+    "iptables", "ipv6", "labels", "live-restore", "log-driver", "log-format", "log-level",
+    "log-opts", "max-concurrent-downloads", "max-concurrent-uploads", "max-download-attempts",
+    "metrics-addr", "no-new-privileges", "no-proxy", "node-generic-resources", "proxies",
+    "raw-logs", "runtimes", "seccomp-profile", "selinux-enabled", "shutdown-timeout",
+    "storage-driver", "storage-opts", "swarm-default-advertise-addr", "userland-proxy",
+    "userland-proxy-path", "userns-remap",
+];
+
+/// daemon.json keys that current dockerd no longer accepts: it exits at start.
+pub const DAEMON_JSON_REMOVED: &[&str] = &[
+    "cluster-store", "cluster-store-opts", "cluster-advertise", "graph", "disable-legacy-registry",
+    "api-cors-header", "oom-score-adjust", "allow-nondistributable-artifacts", "deprecated-key-path",
+];
+
 impl Config {
+    /// Things that are allowed but probably wrong: daemon.json keys this version does not know
+    /// (dockerd exits on an unknown key, unless the sidecar image's dockerd is newer).
+    pub fn advisories(&self) -> Vec<ConfigProblem> {
+        self.daemon
+            .settings
+            .keys()
+            .filter(|k| {
+                !DAEMON_JSON_KNOWN.contains(&k.as_str())
+                    && !DAEMON_JSON_REMOVED.contains(&k.as_str())
+                    && !DAEMON_JSON_RESERVED.iter().any(|(r, _)| r == k)
+            })
+            .map(|k| ConfigProblem {
+                path: format!("daemon.settings.{k}"),
+                message: "dockerd 28 does not know this daemon.json key and exits on unknown keys; keep it only if the sidecar image's dockerd is newer and knows it".into(),
+            })
+            .collect()
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -609,6 +652,16 @@ impl Config {
                 bad(&format!("daemon.settings.{key}"), format!("dockerd would exit at start: {why}"));
             }
         }
+        for key in DAEMON_JSON_REMOVED {
+            if self.daemon.settings.contains_key(*key) {
+                bad(&format!("daemon.settings.{key}"), "dockerd no longer accepts this key and would exit at start; remove it".into());
+            }
+        }
+        for (i, r) in self.daemon.insecure_registries.iter().enumerate() {
+            if r.trim().is_empty() || r.contains(char::is_whitespace) {
+                bad(&format!("daemon.insecureRegistries[{i}]"), format!("{r:?} must be host[:port] or a CIDR"));
+            }
+        }
 
         let o = &self.overrides;
         for (i, p) in o.allowed_images.iter().enumerate() {
@@ -716,6 +769,16 @@ mod tests {
         let e = problems_of("daemon:\n  settings:\n    hosts: [\"tcp://0.0.0.0:2375\"]\n    mtu: 1400\n");
         assert!(e.contains("daemon.settings.hosts"), "{e}");
         assert!(e.contains("daemon.settings.mtu") && e.contains("sidecar.mtu"), "{e}");
+    }
+
+    #[test]
+    fn unknown_daemon_keys_are_advised_and_removed_ones_refused() {
+        let e = problems_of("daemon:\n  settings:\n    cluster-store: consul://x\n");
+        assert!(e.contains("daemon.settings.cluster-store"), "{e}");
+        let c = Config::from_yaml("daemon:\n  settings:\n    log-level: warn\n    made-up: 1\n", "x");
+        let advice = c.map(|c| c.advisories()).unwrap_or_default();
+        assert_eq!(advice.len(), 1);
+        assert_eq!(advice[0].path, "daemon.settings.made-up");
     }
 
     #[test]

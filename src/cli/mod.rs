@@ -214,6 +214,9 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
     match Config::load(&args.file) {
         Ok(config) => {
             println!("{}: valid", args.file.display());
+            for advice in config.advisories() {
+                println!("  note: {advice}");
+            }
             if args.print {
                 println!("---\n# effective configuration, every default filled in\n{}", config.to_yaml());
                 println!("# daemon.json kept in the {} ConfigMap\n{}", config.sidecar.daemon_config_map, inject::daemon_json_text(&config.daemon));
