@@ -1,6 +1,8 @@
 //! Shared test helpers: fixtures, patch application, and the apiserver's structural pod rules.
 #![allow(dead_code)]
 
+pub mod tls_client;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 

@@ -1,0 +1,106 @@
+//! What every request handler shares: the configuration in force, the namespace source, the
+//! metrics and the readiness facts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::inject::ClusterInfo;
+use crate::namespace::NamespaceLookup;
+
+use super::metrics::Metrics;
+use super::shutdown::ShutdownHandle;
+
+/// The handlers' shared state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RwLock<Arc<Config>>,
+    namespaces: Arc<dyn NamespaceLookup>,
+    cluster: ClusterInfo,
+    metrics: Metrics,
+    shutdown: ShutdownHandle,
+    certificates_loaded: AtomicBool,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("certificates_loaded", &self.certificates_loaded())
+            .field("shutting_down", &self.inner.shutdown.is_triggered())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State for a server with this configuration, namespace source and cluster facts. No
+    /// certificate is loaded yet (readiness fails until [`AppState::set_certificates_loaded`]).
+    pub fn new(config: Config, namespaces: Arc<dyn NamespaceLookup>, cluster: ClusterInfo) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                config: RwLock::new(Arc::new(config)),
+                namespaces,
+                cluster,
+                metrics: Metrics::new(),
+                shutdown: ShutdownHandle::new(),
+                certificates_loaded: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The configuration in force (a request keeps the one it started with).
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.inner.config.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Puts `config` in force for the next requests.
+    pub fn set_config(&self, config: Config) {
+        *self.inner.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
+
+    /// Where namespaces are looked up.
+    pub fn namespaces(&self) -> &dyn NamespaceLookup {
+        self.inner.namespaces.as_ref()
+    }
+
+    /// What is known about the cluster.
+    pub fn cluster(&self) -> &ClusterInfo {
+        &self.inner.cluster
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The handle that starts this server's shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.inner.shutdown.clone()
+    }
+
+    /// Records whether a serving certificate is loaded.
+    pub fn set_certificates_loaded(&self, loaded: bool) {
+        self.inner.certificates_loaded.store(loaded, Ordering::Release);
+    }
+
+    /// Whether a serving certificate is loaded.
+    pub fn certificates_loaded(&self) -> bool {
+        self.inner.certificates_loaded.load(Ordering::Acquire)
+    }
+
+    /// `Ok` when the server should receive reviews; otherwise why not, in one line.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.inner.shutdown.is_triggered() {
+            Err("shutting down")
+        } else if !self.certificates_loaded() {
+            Err("no serving certificate loaded")
+        } else if !self.inner.namespaces.is_ready() {
+            Err("the namespace cache has not synced yet")
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! A small HTTPS client for the server tests: tokio-rustls plus hyper's client connections,
+//! HTTP/1.1 or HTTP/2 by ALPN, TLS 1.2 and/or 1.3, the peer certificate kept for inspection.
+//! And a plain HTTP/1.1 GET for the health port.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// The request body type every connection takes (full or streamed).
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Which HTTP version to speak (offered by ALPN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http {
+    /// HTTP/1.1.
+    H1,
+    /// HTTP/2.
+    H2,
+}
+
+/// Which TLS versions the client allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// 1.2 and 1.3.
+    Any,
+    /// 1.2 only.
+    V12,
+    /// 1.3 only.
+    V13,
+}
+
+/// An answer: status, content type, body.
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The `content-type` header, when sent.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON (a test failure when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+/// One HTTPS connection.
+pub struct Connection {
+    sender: Sender,
+    authority: String,
+    /// The DER of the leaf certificate the server presented.
+    pub peer_leaf: Vec<u8>,
+    /// The protocol ALPN chose.
+    pub alpn: Option<Vec<u8>>,
+    /// The TLS version negotiated.
+    pub tls_version: Option<rustls::ProtocolVersion>,
+}
+
+/// A client configuration trusting the CAs in `ca_pems`.
+pub fn client_config(ca_pems: &[&str], tls: Tls, http: Http) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in ca_pems {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("CA PEM: {e}"))?;
+            roots.add(cert).map_err(|e| format!("CA: {e}"))?;
+        }
+    }
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match tls {
+        Tls::Any => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        Tls::V12 => &[&rustls::version::TLS12],
+        Tls::V13 => &[&rustls::version::TLS13],
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![match http {
+        Http::H1 => b"http/1.1".to_vec(),
+        Http::H2 => b"h2".to_vec(),
+    }];
+    Ok(Arc::new(config))
+}
+
+/// Connects to `addr` as `localhost`, trusting `ca_pems`.
+pub async fn connect(addr: SocketAddr, ca_pems: &[&str], tls: Tls, http: Http) -> Result<Connection, String> {
+    let config = client_config(ca_pems, tls, http)?;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let stream = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    let (_, session) = stream.get_ref();
+    let peer_leaf = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .ok_or("the server presented no certificate")?;
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let tls_version = session.protocol_version();
+    let io = TokioIo::new(stream);
+    let sender = match http {
+        Http::H1 => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        }
+        Http::H2 => {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        }
+    };
+    Ok(Connection {
+        sender,
+        authority: format!("localhost:{}", addr.port()),
+        peer_leaf,
+        alpn,
+        tls_version,
+    })
+}
+
+/// The leaf certificate (DER) a new connection to `addr` sees.
+pub async fn peer_leaf(addr: SocketAddr, ca_pems: &[&str]) -> Result<Vec<u8>, String> {
+    Ok(connect(addr, ca_pems, Tls::Any, Http::H1).await?.peer_leaf)
+}
+
+/// A full body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A body sent piece by piece: each `Bytes` sent on the returned sender is one data frame; the
+/// body ends when the sender is dropped. No length is declared unless the caller sets one.
+pub fn streamed() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    (tx, StreamedBody(rx).boxed())
+}
+
+struct StreamedBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for StreamedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|data| data.map(|d| Ok(hyper::body::Frame::data(d))))
+    }
+}
+
+impl Connection {
+    /// Builds a request for `path` on this connection (HTTP/2 wants the full URI).
+    pub fn request(&self, method: &str, path: &str, body: Body) -> Result<Request<Body>, String> {
+        let builder = Request::builder().method(method);
+        let builder = match self.sender {
+            Sender::H1(_) => builder.uri(path).header("host", &self.authority),
+            Sender::H2(_) => builder.uri(format!("https://{}{path}", self.authority)),
+        };
+        builder
+            .header("content-type", "application/json")
+            .body(body)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends `request` and reads the whole answer.
+    pub async fn send(&mut self, request: Request<Body>) -> Result<Answer, String> {
+        let response = match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await.map_err(|e| e.to_string())?;
+                s.send_request(request).await
+            }
+            Sender::H2(s) => {
+                s.ready().await.map_err(|e| e.to_string())?;
+                s.send_request(request).await
+            }
+        }
+        .map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes()
+            .to_vec();
+        Ok(Answer { status, content_type, body })
+    }
+
+    /// `method path` with `body`.
+    pub async fn call(&mut self, method: &str, path: &str, body: impl Into<Bytes>) -> Result<Answer, String> {
+        let request = self.request(method, path, full(body))?;
+        self.send(request).await
+    }
+}
+
+/// A plain HTTP/1.1 GET (the health port).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = Request::builder()
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(full(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok(Answer { status, content_type, body })
+}
