@@ -8,6 +8,7 @@ pub mod admission;
 pub mod annotations;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod image;
 pub mod inject;

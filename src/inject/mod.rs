@@ -37,7 +37,7 @@ pub struct KubeVersion {
 }
 
 /// What is known about the cluster (filled by the cluster side; empty without one).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClusterInfo {
     /// The apiserver's version, when known.
     pub server_version: Option<KubeVersion>,

@@ -51,6 +51,7 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     certificate_not_after: Gauge,
     inflight: Gauge,
+    namespace_watch_connected: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +72,12 @@ impl Metrics {
         let config_reloads = Family::<ResultLabel, Counter>::default();
         let certificate_not_after = Gauge::default();
         let inflight = Gauge::default();
+        let namespace_watch_connected = Gauge::default();
+        registry.register(
+            "dind_injector_namespace_watch_connected",
+            "1 while the namespace watch is connected; 0 while the injector serves from its cache alone",
+            namespace_watch_connected.clone(),
+        );
         // Counters get `_total` appended by the encoder.
         registry.register("dind_injector_reviews", "Admission reviews answered", reviews.clone());
         registry.register(
@@ -108,6 +115,7 @@ impl Metrics {
             config_reloads,
             certificate_not_after,
             inflight,
+            namespace_watch_connected,
         }
     }
 
@@ -141,6 +149,11 @@ impl Metrics {
     /// Counts a configuration reload attempt.
     pub fn record_config_reload(&self, ok: bool) {
         self.config_reloads.get_or_create(&result(ok)).inc();
+    }
+
+    /// Records whether the namespace watch is connected.
+    pub fn set_namespace_watch_connected(&self, connected: bool) {
+        self.namespace_watch_connected.set(i64::from(connected));
     }
 
     /// Sets the served certificate's expiry (Unix seconds).

@@ -7,6 +7,7 @@
 //! `serve`, by hand in tests). [`router`] and [`health_router`] drive the handlers in-process.
 
 mod connections;
+mod in_cluster;
 mod metrics;
 mod reload;
 mod routes;
@@ -59,6 +60,33 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "DIND_INJECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Running in a cluster (used unless --static-namespace-labels is given).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Options of `serve` for running in a cluster: without `--static-namespace-labels`, namespaces
+/// come from a watch on the apiserver, daemon.json is kept in opted-in namespaces, and the
+/// apiserver's version decides `sidecar-mode: auto`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Create the serving certificate in a Secret (the first replica wins), renew it, keep
+    /// caBundle current in the webhook configurations, and write it to --tls-cert/--tls-key.
+    /// Without it, another tool (cert-manager) writes those files.
+    #[arg(long, env = "DIND_INJECTOR_SELF_MANAGED_CERTS")]
+    pub self_managed_certs: bool,
+    /// The namespace the injector runs in.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "dind-injector", value_name = "NAMESPACE")]
+    pub pod_namespace: String,
+    /// The injector's Service (the certificate is for <service>.<namespace>.svc).
+    #[arg(long, env = "DIND_INJECTOR_SERVICE", default_value = "dind-injector", value_name = "NAME")]
+    pub service_name: String,
+    /// The Secret of self-managed certificates.
+    #[arg(long, env = "DIND_INJECTOR_TLS_SECRET", default_value = "dind-injector-tls", value_name = "NAME")]
+    pub tls_secret: String,
+    /// The name of both webhook configurations (for caBundle).
+    #[arg(long, env = "DIND_INJECTOR_WEBHOOK_CONFIGURATION", default_value = "dind-injector", value_name = "NAME")]
+    pub webhook_configuration: String,
 }
 
 /// How log lines are written (to standard output).
@@ -87,7 +115,9 @@ impl ServeArgs {
             .transpose()
             .map_err(|e| format!("--static-namespace-annotations: {e}"))?
             .unwrap_or_default();
-        if labels.get(crate::annotations::INJECTION_LABEL).map(String::as_str) != Some(crate::annotations::INJECTION_ENABLED) {
+        if self.static_namespace_labels.is_some()
+            && labels.get(crate::annotations::INJECTION_LABEL).map(String::as_str) != Some(crate::annotations::INJECTION_ENABLED)
+        {
             tracing::warn!(
                 "no namespace is opted in: pass --static-namespace-labels {}={} to inject",
                 crate::annotations::INJECTION_LABEL,
@@ -372,9 +402,19 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
-        let options = args.options()?;
+        let mut options = args.options()?;
+        let cluster = if args.static_namespace_labels.is_none() {
+            let parts = in_cluster::start(&args).await?;
+            options.namespaces = Arc::new(parts.cache.clone());
+            Some(parts)
+        } else {
+            None
+        };
         let server = Server::new(options).map_err(|e| e.to_string())?;
         let bound = server.bind().await.map_err(|e| e.to_string())?;
+        if let Some(parts) = cluster {
+            parts.spawn_background(&args, bound.state().clone());
+        }
         shutdown::on_signals(bound.shutdown_handle()).map_err(|e| format!("cannot listen for signals: {e}"))?;
         bound.run().await.map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)

@@ -157,6 +157,7 @@ async fn review(state: AppState, endpoint: &'static ReviewEndpoint, request: Req
     let started = Instant::now();
     let _inflight = state.metrics().inflight();
     let config = state.config();
+    let cluster = state.cluster();
     let limit = config.server.max_body_bytes;
     let timeout = config.server.request_timeout.0;
     let outcome = match read_body(request, limit, timeout).await {
@@ -165,7 +166,7 @@ async fn review(state: AppState, endpoint: &'static ReviewEndpoint, request: Req
             ReviewContext {
                 config: &config,
                 namespaces: state.namespaces(),
-                cluster: state.cluster(),
+                cluster: &cluster,
             },
         ),
         Err(e) => body_error_outcome(&e, limit, timeout),

@@ -20,7 +20,7 @@ pub struct AppState {
 struct Inner {
     config: RwLock<Arc<Config>>,
     namespaces: Arc<dyn NamespaceLookup>,
-    cluster: ClusterInfo,
+    cluster: RwLock<ClusterInfo>,
     metrics: Metrics,
     shutdown: ShutdownHandle,
     certificates_loaded: AtomicBool,
@@ -43,7 +43,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 config: RwLock::new(Arc::new(config)),
                 namespaces,
-                cluster,
+                cluster: RwLock::new(cluster),
                 metrics: Metrics::new(),
                 shutdown: ShutdownHandle::new(),
                 certificates_loaded: AtomicBool::new(false),
@@ -66,9 +66,14 @@ impl AppState {
         self.inner.namespaces.as_ref()
     }
 
-    /// What is known about the cluster.
-    pub fn cluster(&self) -> &ClusterInfo {
-        &self.inner.cluster
+    /// What is known about the cluster now.
+    pub fn cluster(&self) -> ClusterInfo {
+        *self.inner.cluster.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records what is now known about the cluster (the apiserver version, polled).
+    pub fn set_cluster(&self, cluster: ClusterInfo) {
+        *self.inner.cluster.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cluster;
     }
 
     /// The metrics.
