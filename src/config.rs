@@ -259,7 +259,7 @@ impl Interval {
 impl Serialize for Interval {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             s.serialize_str(&format!("{}s", ms / 1000))
         } else {
             s.serialize_str(&format!("{ms}ms"))
@@ -627,16 +627,14 @@ impl Config {
         let cpu_limit = quantity_problem(&mut bad, "sidecar.resources.cpuLimit", r.cpu_limit.as_deref());
         let mem = quantity_problem(&mut bad, "sidecar.resources.memory", Some(&r.memory));
         let mem_limit = quantity_problem(&mut bad, "sidecar.resources.memoryLimit", r.memory_limit.as_deref());
-        if let (Some(req), Some(lim)) = (cpu, cpu_limit) {
-            if lim < req {
+        if let (Some(req), Some(lim)) = (cpu, cpu_limit)
+            && lim < req {
                 bad("sidecar.resources.cpuLimit", format!("{} is below the request {}", lim, req));
             }
-        }
-        if let (Some(req), Some(lim)) = (mem, mem_limit) {
-            if lim < req {
+        if let (Some(req), Some(lim)) = (mem, mem_limit)
+            && lim < req {
                 bad("sidecar.resources.memoryLimit", format!("is below the request {}", r.memory));
             }
-        }
         let st = s.startup_timeout.0;
         if st < Duration::from_secs(1) || st > Duration::from_secs(3600) {
             bad("sidecar.startupTimeout", "must be between 1s and 60m".into());

@@ -121,7 +121,7 @@ impl PartialEq<u128> for Quantity {
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.milli % 1000 == 0 {
+        if self.milli.is_multiple_of(1000) {
             write!(f, "{}", self.milli / 1000)
         } else {
             write!(f, "{}m", self.milli)

@@ -313,12 +313,10 @@ fn decide(
     );
     if settings.mode == SidecarMode::Container
         && !pod_annotations.is_some_and(|a| a.contains_key(annotations::DEFAULT_CONTAINER))
-    {
-        if let Some(first) = spec.containers.first() {
+        && let Some(first) = spec.containers.first() {
             // kubectl logs/exec would otherwise pick the sidecar, now first in the list.
             patch.insert(&["metadata", "annotations"], true, annotations::DEFAULT_CONTAINER, Value::String(first.name.clone()));
         }
-    }
     Ok(Injection {
         patch: patch.build(),
         status,
@@ -440,8 +438,8 @@ fn add_to_job_container(
             ));
         }
     }
-    if settings.transport != Transport::TcpTls {
-        if let Some(v) = existing("DOCKER_TLS_VERIFY").and_then(|e| e.value.as_deref()).filter(|v| !v.is_empty()) {
+    if settings.transport != Transport::TcpTls
+        && let Some(v) = existing("DOCKER_TLS_VERIFY").and_then(|e| e.value.as_deref()).filter(|v| !v.is_empty()) {
             warnings.push(format!(
                 "dind-injector: container {:?} sets DOCKER_TLS_VERIFY={v:?}, but the injected daemon's transport is {}; the docker client will fail to connect. Remove it, or set {}: tcp-tls",
                 container.name,
@@ -449,7 +447,6 @@ fn add_to_job_container(
                 annotations::TRANSPORT
             ));
         }
-    }
     let env: Vec<Value> = plan
         .job_env
         .iter()

@@ -91,11 +91,10 @@ fn raise_limit(request: &str, limit: &mut Option<String>) {
     if let (Ok(req), Some(Ok(lim))) = (
         Quantity::parse(request),
         limit.as_deref().map(Quantity::parse),
-    ) {
-        if lim < req {
+    )
+        && lim < req {
             *limit = Some(request.to_owned());
         }
-    }
 }
 
 fn apply(settings: &mut Settings, key: &str, value: &str, config: &Config) -> Result<(), String> {

@@ -394,11 +394,10 @@ fn restricted(k: &mut Checker<'_>, checked: &[&ContainerView<'_>]) {
     }
     let pod_seccomp = k.pod_sc.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str());
     let pod_seccomp_ok = pod_seccomp.is_some_and(allowed_seccomp);
-    if !windows {
-        if let Some(t) = pod_seccomp.filter(|t| !allowed_seccomp(t)) {
+    if !windows
+        && let Some(t) = pod_seccomp.filter(|t| !allowed_seccomp(t)) {
             k.pod(Control::SeccompRestricted, "spec.securityContext.seccompProfile.type", t, "set seccompProfile.type: RuntimeDefault (or Localhost)");
         }
-    }
     for c in checked {
         let sc = c.sc;
         if !windows && sc.and_then(|s| s.allow_privilege_escalation) != Some(false) {
