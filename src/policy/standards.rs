@@ -72,6 +72,8 @@ pub enum Control {
     SeccompRestricted,
     /// Capabilities not dropping ALL, or adding more than NET_BIND_SERVICE.
     CapabilitiesRestricted,
+    /// Probes and lifecycle hooks aimed at another host (`httpGet.host`, `tcpSocket.host`).
+    HostProbes,
     /// A hostPath mount of a Docker (or containerd, CRI-O) socket: root on the node. Not a PSA check.
     DockerSocket,
 }
@@ -98,6 +100,7 @@ impl Control {
             Control::RunAsUser => "runAsUser",
             Control::SeccompRestricted => "seccompProfile_restricted",
             Control::CapabilitiesRestricted => "capabilities_restricted",
+            Control::HostProbes => "hostProbesAndHostLifecycle",
             Control::DockerSocket => "dockerSocket",
         }
     }
@@ -172,9 +175,40 @@ fn is_runtime_socket(path: &str) -> bool {
 struct ContainerView<'a> {
     path: String,
     name: &'a str,
+    /// (field path, host) of every probe and lifecycle handler that names a host.
+    probe_hosts: Vec<(String, &'a str)>,
     sc: Option<&'a SecurityContext>,
     ports: &'a [ContainerPort],
     mounts: &'a [VolumeMount],
+}
+
+/// Hosts named by probes and lifecycle handlers, with their field paths.
+fn probe_hosts<'a>(
+    probes: [(&str, Option<&'a k8s_openapi::api::core::v1::Probe>); 3],
+    lifecycle: Option<&'a k8s_openapi::api::core::v1::Lifecycle>,
+) -> Vec<(String, &'a str)> {
+    let mut out = Vec::new();
+    for (name, probe) in probes {
+        if let Some(p) = probe {
+            if let Some(h) = p.http_get.as_ref().and_then(|g| g.host.as_deref()) {
+                out.push((format!("{name}.httpGet.host"), h));
+            }
+            if let Some(h) = p.tcp_socket.as_ref().and_then(|t| t.host.as_deref()) {
+                out.push((format!("{name}.tcpSocket.host"), h));
+            }
+        }
+    }
+    for (name, handler) in [("postStart", lifecycle.and_then(|l| l.post_start.as_ref())), ("preStop", lifecycle.and_then(|l| l.pre_stop.as_ref()))] {
+        if let Some(hd) = handler {
+            if let Some(h) = hd.http_get.as_ref().and_then(|g| g.host.as_deref()) {
+                out.push((format!("lifecycle.{name}.httpGet.host"), h));
+            }
+            if let Some(h) = hd.tcp_socket.as_ref().and_then(|t| t.host.as_deref()) {
+                out.push((format!("lifecycle.{name}.tcpSocket.host"), h));
+            }
+        }
+    }
+    out
 }
 
 fn containers(spec: &PodSpec) -> Vec<ContainerView<'_>> {
@@ -183,6 +217,7 @@ fn containers(spec: &PodSpec) -> Vec<ContainerView<'_>> {
         out.push(ContainerView {
             path: format!("spec.initContainers[{i}]"),
             name: &c.name,
+            probe_hosts: probe_hosts([("livenessProbe", c.liveness_probe.as_ref()), ("readinessProbe", c.readiness_probe.as_ref()), ("startupProbe", c.startup_probe.as_ref())], c.lifecycle.as_ref()),
             sc: c.security_context.as_ref(),
             ports: c.ports.as_deref().unwrap_or_default(),
             mounts: c.volume_mounts.as_deref().unwrap_or_default(),
@@ -192,6 +227,7 @@ fn containers(spec: &PodSpec) -> Vec<ContainerView<'_>> {
         out.push(ContainerView {
             path: format!("spec.containers[{i}]"),
             name: &c.name,
+            probe_hosts: probe_hosts([("livenessProbe", c.liveness_probe.as_ref()), ("readinessProbe", c.readiness_probe.as_ref()), ("startupProbe", c.startup_probe.as_ref())], c.lifecycle.as_ref()),
             sc: c.security_context.as_ref(),
             ports: c.ports.as_deref().unwrap_or_default(),
             mounts: c.volume_mounts.as_deref().unwrap_or_default(),
@@ -201,6 +237,7 @@ fn containers(spec: &PodSpec) -> Vec<ContainerView<'_>> {
         out.push(ContainerView {
             path: format!("spec.ephemeralContainers[{i}]"),
             name: &c.name,
+            probe_hosts: probe_hosts([("livenessProbe", c.liveness_probe.as_ref()), ("readinessProbe", c.readiness_probe.as_ref()), ("startupProbe", c.startup_probe.as_ref())], c.lifecycle.as_ref()),
             sc: c.security_context.as_ref(),
             ports: c.ports.as_deref().unwrap_or_default(),
             mounts: c.volume_mounts.as_deref().unwrap_or_default(),
@@ -250,14 +287,23 @@ pub fn check_pod_security(pod: &Pod, level: Level, exempt: Option<&str>) -> Vec<
         spec,
         pod_sc: spec.security_context.as_ref(),
     };
-    baseline(&mut k, pod, &checked);
+    baseline(&mut k, pod, &checked, level);
     if level == Level::Restricted {
         restricted(&mut k, &checked);
+        // As in Pod Security Admission, a restricted check replaces its baseline counterpart.
+        k.out.retain(|v| !matches!(v.control, Control::CapabilitiesBaseline | Control::HostPathVolumes | Control::SeccompBaseline));
     }
     k.out
 }
 
-fn baseline(k: &mut Checker<'_>, pod: &Pod, checked: &[&ContainerView<'_>]) {
+/// A pod in its own user namespace (`hostUsers: false`): root in it is not root on the node, so
+/// Pod Security (since v1.35) relaxes runAsNonRoot and runAsUser, and baseline allows an
+/// Unmasked /proc (restricted still does not).
+fn in_user_namespace(spec: &PodSpec) -> bool {
+    spec.host_users == Some(false)
+}
+
+fn baseline(k: &mut Checker<'_>, pod: &Pod, checked: &[&ContainerView<'_>], level: Level) {
     let spec = k.spec;
     // HostProcess
     if k.pod_sc.and_then(|s| s.windows_options.as_ref()).and_then(|w| w.host_process) == Some(true) {
@@ -288,6 +334,9 @@ fn baseline(k: &mut Checker<'_>, pod: &Pod, checked: &[&ContainerView<'_>]) {
         if !bad.is_empty() {
             k.container(Control::CapabilitiesBaseline, c, "securityContext.capabilities.add", bad.join(","), &format!("add only capabilities from the baseline set ({})", BASELINE_CAPABILITIES.join(", ")));
         }
+        for (field, host) in c.probe_hosts.iter().filter(|(_, h)| !h.is_empty()) {
+            k.container(Control::HostProbes, c, field, *host, "remove the host: probes and lifecycle hooks must target the pod itself");
+        }
         for (i, p) in c.ports.iter().enumerate() {
             if let Some(hp) = p.host_port.filter(|&hp| hp != 0) {
                 k.container(Control::HostPorts, c, &format!("ports[{i}].hostPort"), hp.to_string(), "remove hostPort: it opens a port on the node; use a Service");
@@ -299,7 +348,7 @@ fn baseline(k: &mut Checker<'_>, pod: &Pod, checked: &[&ContainerView<'_>]) {
         if let Some(se) = sc.and_then(|s| s.se_linux_options.as_ref()) {
             selinux(k, Some(c), se);
         }
-        if let Some(pm) = sc.and_then(|s| s.proc_mount.as_deref()).filter(|pm| *pm != "Default") {
+        if let Some(pm) = sc.and_then(|s| s.proc_mount.as_deref()).filter(|pm| *pm != "Default" && !(level == Level::Baseline && in_user_namespace(spec))) {
             k.container(Control::ProcMount, c, "securityContext.procMount", pm, "remove procMount or set it to Default");
         }
         if let Some(t) = sc.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str()).filter(|t| *t == "Unconfined") {
@@ -385,11 +434,12 @@ fn restricted(k: &mut Checker<'_>, checked: &[&ContainerView<'_>]) {
         }
     }
 
+    let userns = in_user_namespace(spec);
     let pod_non_root = k.pod_sc.and_then(|s| s.run_as_non_root);
-    if pod_non_root == Some(false) {
+    if pod_non_root == Some(false) && !userns {
         k.pod(Control::RunAsNonRoot, "spec.securityContext.runAsNonRoot", "false", "set runAsNonRoot: true");
     }
-    if k.pod_sc.and_then(|s| s.run_as_user) == Some(0) {
+    if k.pod_sc.and_then(|s| s.run_as_user) == Some(0) && !userns {
         k.pod(Control::RunAsUser, "spec.securityContext.runAsUser", "0", "run as a non-zero user id");
     }
     let pod_seccomp = k.pod_sc.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str());
@@ -404,12 +454,12 @@ fn restricted(k: &mut Checker<'_>, checked: &[&ContainerView<'_>]) {
             let v = sc.and_then(|s| s.allow_privilege_escalation).map_or("unset".into(), |b| b.to_string());
             k.container(Control::AllowPrivilegeEscalation, c, "securityContext.allowPrivilegeEscalation", v, "set securityContext.allowPrivilegeEscalation: false");
         }
-        match sc.and_then(|s| s.run_as_non_root) {
+        match sc.and_then(|s| s.run_as_non_root).filter(|_| !userns) {
             Some(false) => k.container(Control::RunAsNonRoot, c, "securityContext.runAsNonRoot", "false", "set runAsNonRoot: true (and run as a non-root user)"),
-            None if pod_non_root != Some(true) => k.container(Control::RunAsNonRoot, c, "securityContext.runAsNonRoot", "unset", "set runAsNonRoot: true on the pod or the container"),
+            None if pod_non_root != Some(true) && !userns => k.container(Control::RunAsNonRoot, c, "securityContext.runAsNonRoot", "unset", "set runAsNonRoot: true on the pod or the container"),
             _ => {}
         }
-        if sc.and_then(|s| s.run_as_user) == Some(0) {
+        if sc.and_then(|s| s.run_as_user) == Some(0) && !userns {
             k.container(Control::RunAsUser, c, "securityContext.runAsUser", "0", "run as a non-zero user id");
         }
         if !windows {
