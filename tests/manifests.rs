@@ -1027,10 +1027,12 @@ fn check_validating(r: &Rendered, service: &Service) -> ValidatingWebhookConfigu
             .all(|c| !c.expression.contains("annotations") && !c.expression.contains(INJECT)),
         "{o}: {w}: no matchCondition on annotations: an unannotated privileged pod must still be checked"
     );
-    assert!(
-        conditions.is_empty(),
-        "{o}: {w}: no matchConditions: it must see every pod"
-    );
+    // Only metadata-only UPDATEs may be skipped: CREATE, debug containers and spec changes are sent.
+    assert_eq!(conditions.len(), 1, "{o}: {w}: only the spec-changed condition");
+    let e = &conditions[0].expression;
+    for part in ["request.operation != 'UPDATE'", "request.subResource == 'ephemeralcontainers'", "object.spec != oldObject.spec"] {
+        assert!(e.contains(part), "{o}: {w}: the condition must keep {part:?}: {e}");
+    }
     config
 }
 
