@@ -1,7 +1,7 @@
 # dind-injector: `make run` starts the injector locally, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: test test-deps run certs bench golden fixtures lint fmt
+.PHONY: test test-deps run certs bench golden fixtures lint fmt deploy
 
 ## Run every test: unit, fixtures and golden files, properties, CLI, HTTPS server, real dockerd.
 test: test-deps
@@ -52,3 +52,8 @@ certs:
 	else \
 		$(CARGO) run --quiet -- certs --out certs; \
 	fi
+
+## Install into the cluster of the current kubectl context: OVERLAY=cert-manager (needs cert-manager) or self-managed.
+OVERLAY ?= cert-manager
+deploy:
+	kubectl apply -k manifests/overlays/$(OVERLAY)
