@@ -115,8 +115,26 @@ impl ReviewError {
     }
 }
 
-/// Reads an AdmissionReview v1 request body.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WholeReview {
+    api_version: String,
+    kind: String,
+    request: AdmissionRequest,
+}
+
+/// Reads an AdmissionReview v1 request body. A well-formed review is read in one pass; anything
+/// else is read again, step by step, to say exactly what is wrong.
 pub fn decode_review(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
+    if let Ok(review) = serde_json::from_slice::<WholeReview>(body) {
+        if review.kind == "AdmissionReview" && review.api_version == API_VERSION {
+            return Ok(review.request);
+        }
+    }
+    diagnose(body)
+}
+
+fn diagnose(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
     let review: ReviewIn = serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ReviewError::NotJson(e)
