@@ -86,25 +86,24 @@ pub fn bad_request(body: &[u8], error: &ReviewError) -> ReviewOutcome {
     }
 }
 
+impl ReviewLog {
+    /// The facts a request carries before anything is decided: allowed until said otherwise.
+    fn begin(request: &AdmissionRequest) -> ReviewLog {
+        ReviewLog {
+            uid: request.uid.clone(),
+            namespace: request.namespace.clone().unwrap_or_default(),
+            pod: request.name.clone().unwrap_or_default(),
+            operation: request.operation.clone(),
+            runner: "-",
+            decision: "allowed",
+            ..ReviewLog::default()
+        }
+    }
+}
+
 fn mutate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewOutcome {
-    let mut log = ReviewLog {
-        uid: request.uid.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        pod: request.name.clone().unwrap_or_default(),
-        operation: request.operation.clone(),
-        runner: "-",
-        decision: "allowed",
-        reason: "",
-        ..ReviewLog::default()
-    };
-    let allow = |log: ReviewLog, response: AdmissionResponse| ReviewOutcome {
-        http_status: 200,
-        log: ReviewLog {
-            warnings: response.warnings.len(),
-            ..log
-        },
-        body: response.into_review_json(),
-    };
+    let mut log = ReviewLog::begin(request);
+    let allow = answer;
 
     if !request.is_pod() || request.sub_resource.is_some() {
         log.reason = "not-a-pod";
@@ -193,15 +192,7 @@ fn answer(log: ReviewLog, response: AdmissionResponse) -> ReviewOutcome {
 }
 
 fn validate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewOutcome {
-    let mut log = ReviewLog {
-        uid: request.uid.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        pod: request.name.clone().unwrap_or_default(),
-        operation: request.operation.clone(),
-        runner: "-",
-        decision: "allowed",
-        ..ReviewLog::default()
-    };
+    let mut log = ReviewLog::begin(request);
     let allow = AdmissionResponse::allow(&request.uid);
     if !request.is_pod() {
         log.reason = "not-a-pod";

@@ -185,29 +185,46 @@ fn pem_of(der: &[u8]) -> String {
 /// Sets `caBundle` on every webhook of both configurations where it differs; whether anything
 /// changed. A configuration that does not exist (not installed yet) is skipped.
 pub async fn ensure_ca_bundle(client: &Client, cfg: &SelfManaged, ca_bundle_pem: &str) -> Result<bool, ClusterError> {
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let name = &cfg.webhook_configuration;
     let bundle = ByteString(ca_bundle_pem.as_bytes().to_vec());
-    let mut changed = false;
+    let mutating = patch_bundle::<MutatingWebhookConfiguration>(client, cfg, ca_bundle_pem, |m| {
+        stale(m.webhooks.iter().flatten().map(|w| w.client_config.ca_bundle.as_ref()), &bundle)
+    })
+    .await?;
+    let validating = patch_bundle::<ValidatingWebhookConfiguration>(client, cfg, ca_bundle_pem, |v| {
+        stale(v.webhooks.iter().flatten().map(|w| w.client_config.ca_bundle.as_ref()), &bundle)
+    })
+    .await?;
+    Ok(mutating || validating)
+}
 
-    let what = format!("MutatingWebhookConfiguration {name}");
-    if let Some(m) = mutating.get_opt(name).await.map_err(at(format!("get {what}")))? {
-        let stale: Vec<usize> = m.webhooks.iter().flatten().enumerate().filter(|(_, w)| w.client_config.ca_bundle.as_ref() != Some(&bundle)).map(|(i, _)| i).collect();
-        if !stale.is_empty() {
-            mutating.patch(name, &PatchParams::default(), &Patch::<()>::Json(ca_patch(&stale, ca_pem_b64(ca_bundle_pem)))).await.map_err(at(format!("patch caBundle of {what}")))?;
-            changed = true;
-        }
+/// Indices of the webhooks whose caBundle is not `bundle`.
+fn stale<'a>(bundles: impl Iterator<Item = Option<&'a ByteString>>, bundle: &ByteString) -> Vec<usize> {
+    bundles.enumerate().filter(|(_, b)| *b != Some(bundle)).map(|(i, _)| i).collect()
+}
+
+async fn patch_bundle<K>(
+    client: &Client,
+    cfg: &SelfManaged,
+    ca_bundle_pem: &str,
+    stale_of: impl Fn(&K) -> Vec<usize>,
+) -> Result<bool, ClusterError>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let name = &cfg.webhook_configuration;
+    let what = format!("{} {name}", K::kind(&()));
+    let Some(current) = api.get_opt(name).await.map_err(at(format!("get {what}")))? else {
+        return Ok(false);
+    };
+    let indices = stale_of(&current);
+    if indices.is_empty() {
+        return Ok(false);
     }
-    let what = format!("ValidatingWebhookConfiguration {name}");
-    if let Some(v) = validating.get_opt(name).await.map_err(at(format!("get {what}")))? {
-        let stale: Vec<usize> = v.webhooks.iter().flatten().enumerate().filter(|(_, w)| w.client_config.ca_bundle.as_ref() != Some(&bundle)).map(|(i, _)| i).collect();
-        if !stale.is_empty() {
-            validating.patch(name, &PatchParams::default(), &Patch::<()>::Json(ca_patch(&stale, ca_pem_b64(ca_bundle_pem)))).await.map_err(at(format!("patch caBundle of {what}")))?;
-            changed = true;
-        }
-    }
-    Ok(changed)
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(ca_patch(&indices, ca_pem_b64(ca_bundle_pem))))
+        .await
+        .map_err(at(format!("patch caBundle of {what}")))?;
+    Ok(true)
 }
 
 fn ca_pem_b64(pem: &str) -> String {

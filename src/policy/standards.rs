@@ -211,39 +211,33 @@ fn probe_hosts<'a>(
     out
 }
 
+/// The same view of a container, init container or ephemeral container (three types with the
+/// same field names).
+macro_rules! view {
+    ($c:expr, $path:expr) => {
+        ContainerView {
+            path: $path,
+            name: &$c.name,
+            probe_hosts: probe_hosts(
+                [
+                    ("livenessProbe", $c.liveness_probe.as_ref()),
+                    ("readinessProbe", $c.readiness_probe.as_ref()),
+                    ("startupProbe", $c.startup_probe.as_ref()),
+                ],
+                $c.lifecycle.as_ref(),
+            ),
+            sc: $c.security_context.as_ref(),
+            ports: $c.ports.as_deref().unwrap_or_default(),
+            mounts: $c.volume_mounts.as_deref().unwrap_or_default(),
+        }
+    };
+}
+
 fn containers(spec: &PodSpec) -> Vec<ContainerView<'_>> {
-    let mut out = Vec::new();
-    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        out.push(ContainerView {
-            path: format!("spec.initContainers[{i}]"),
-            name: &c.name,
-            probe_hosts: probe_hosts([("livenessProbe", c.liveness_probe.as_ref()), ("readinessProbe", c.readiness_probe.as_ref()), ("startupProbe", c.startup_probe.as_ref())], c.lifecycle.as_ref()),
-            sc: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            mounts: c.volume_mounts.as_deref().unwrap_or_default(),
-        });
-    }
-    for (i, c) in spec.containers.iter().enumerate() {
-        out.push(ContainerView {
-            path: format!("spec.containers[{i}]"),
-            name: &c.name,
-            probe_hosts: probe_hosts([("livenessProbe", c.liveness_probe.as_ref()), ("readinessProbe", c.readiness_probe.as_ref()), ("startupProbe", c.startup_probe.as_ref())], c.lifecycle.as_ref()),
-            sc: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            mounts: c.volume_mounts.as_deref().unwrap_or_default(),
-        });
-    }
-    for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
-        out.push(ContainerView {
-            path: format!("spec.ephemeralContainers[{i}]"),
-            name: &c.name,
-            probe_hosts: probe_hosts([("livenessProbe", c.liveness_probe.as_ref()), ("readinessProbe", c.readiness_probe.as_ref()), ("startupProbe", c.startup_probe.as_ref())], c.lifecycle.as_ref()),
-            sc: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            mounts: c.volume_mounts.as_deref().unwrap_or_default(),
-        });
-    }
-    out
+    let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| view!(c, format!("spec.initContainers[{i}]")));
+    let regular = spec.containers.iter().enumerate().map(|(i, c)| view!(c, format!("spec.containers[{i}]")));
+    let ephemeral = spec.ephemeral_containers.iter().flatten().enumerate().map(|(i, c)| view!(c, format!("spec.ephemeralContainers[{i}]")));
+    init.chain(regular).chain(ephemeral).collect()
 }
 
 struct Checker<'a> {
