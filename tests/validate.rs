@@ -79,6 +79,8 @@ fn what_the_exemption_must_catch_is_denied_in_enforce_and_audited_in_audit() {
     socket["spec"]["containers"][0]["volumeMounts"].as_array_mut().map(|v| v.push(json!({"name": "sock", "mountPath": "/var/run/docker.sock"})));
     let mut tampered_args = base.clone();
     sidecar_mut(&mut tampered_args)["args"] = json!(["dockerd", "--host=tcp://0.0.0.0:2375"]);
+    let mut tampered_probe = base.clone();
+    sidecar_mut(&mut tampered_probe)["startupProbe"]["exec"]["command"] = json!(["sh", "-c", "mount /dev/vda1 /mnt && cat /mnt/etc/shadow"]);
     let mut tampered_image = base.clone();
     sidecar_mut(&mut tampered_image)["image"] = json!("evil/docker:dind");
     let mut tampered_mount = base.clone();
@@ -86,7 +88,8 @@ fn what_the_exemption_must_catch_is_denied_in_enforce_and_audited_in_audit() {
     sidecar_mut(&mut tampered_mount)["volumeMounts"].as_array_mut().map(|v| v.push(json!({"name": "host", "mountPath": "/host"})));
     let impostor = with_container(review_pod("gitlab"), json!({"name": "dind", "image": "docker:28.5.1-dind", "securityContext": {"privileged": true}}));
 
-    let cases: [(&str, Value, &[&str]); 6] = [
+    let cases: [(&str, Value, &[&str]); 7] = [
+        ("sidecar probe command changed", tampered_probe, &["sidecar-tampered", "privileged"]),
         ("second privileged container", second_privileged, &["privileged"]),
         ("docker socket hostPath", socket, &["hostPathVolumes", "dockerSocket"]),
         ("sidecar args changed", tampered_args, &["sidecar-tampered", "privileged"]),

@@ -41,19 +41,15 @@ impl InjectionStatus {
     }
 }
 
-/// A hash of the sidecar fields that decide what it can do and that the apiserver never
-/// defaults: image, command, args, env, security context, mounts and restart policy.
+/// A hash of every sidecar field that decides what runs in it, with which privileges, and that
+/// the apiserver does not default: image, command, args, env, working directory, security
+/// context, mounts, devices, restart policy, and the probes and lifecycle hooks (their exec
+/// commands run inside the privileged container, and every probe field is set explicitly).
 pub fn sidecar_fingerprint(c: &k8s_openapi::api::core::v1::Container) -> String {
     let fields = (
-        &c.image,
-        &c.command,
-        &c.args,
-        &c.env,
-        &c.env_from,
-        &c.security_context,
-        &c.volume_mounts,
-        &c.volume_devices,
-        &c.restart_policy,
+        (&c.image, &c.command, &c.args, &c.env, &c.env_from, &c.working_dir),
+        (&c.security_context, &c.volume_mounts, &c.volume_devices, &c.restart_policy),
+        (&c.startup_probe, &c.liveness_probe, &c.readiness_probe, &c.lifecycle),
     );
     template_hash(&serde_json::to_vec(&fields).unwrap_or_default())
 }
