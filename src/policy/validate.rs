@@ -77,41 +77,42 @@ impl Verdict {
 pub fn effective_policy(namespace: &NamespaceView, config: &Config) -> (PolicyMode, Level, Vec<String>) {
     let p = &config.policy;
     let mut warnings = Vec::new();
-    let mut mode = p.mode;
-    if let Some(v) = namespace.labels.get(annotations::POLICY_MODE) {
-        match PolicyMode::parse(v) {
-            Some(m) if m >= p.mode || p.allow_looser_namespaces => mode = m,
-            Some(m) => warnings.push(format!(
-                "dind-injector: namespace label {}={} is looser than the cluster's {} and is ignored (policy.allowLooserNamespaces is false)",
-                annotations::POLICY_MODE,
-                m.as_str(),
-                p.mode.as_str()
-            )),
-            None => warnings.push(format!(
-                "dind-injector: namespace label {}={v:?} is not enforce, audit or off; using {}",
-                annotations::POLICY_MODE,
-                p.mode.as_str()
-            )),
-        }
-    }
-    let mut level = p.level;
-    if let Some(v) = namespace.labels.get(annotations::POD_SECURITY) {
-        match Level::parse(v) {
-            Some(l) if l >= p.level || p.allow_looser_namespaces => level = l,
-            Some(l) => warnings.push(format!(
-                "dind-injector: namespace label {}={} is looser than the cluster's {} and is ignored",
-                annotations::POD_SECURITY,
-                l.as_str(),
-                p.level.as_str()
-            )),
-            None => warnings.push(format!(
-                "dind-injector: namespace label {}={v:?} is not baseline or restricted; using {}",
-                annotations::POD_SECURITY,
-                p.level.as_str()
-            )),
-        }
-    }
+    let mode = stricter_only(namespace, annotations::POLICY_MODE, p.mode, p.allow_looser_namespaces, PolicyMode::parse, PolicyMode::as_str, "enforce, audit or off", &mut warnings);
+    let level = stricter_only(namespace, annotations::POD_SECURITY, p.level, p.allow_looser_namespaces, Level::parse, Level::as_str, "baseline or restricted", &mut warnings);
     (mode, level, warnings)
+}
+
+/// The namespace label `key`'s setting when it is valid and no looser than `configured` (or
+/// looser is allowed); otherwise `configured`, with a warning that says why.
+#[allow(clippy::too_many_arguments)]
+fn stricter_only<T: Copy + Ord>(
+    namespace: &NamespaceView,
+    key: &str,
+    configured: T,
+    allow_looser: bool,
+    parse: fn(&str) -> Option<T>,
+    name: fn(T) -> &'static str,
+    choices: &str,
+    warnings: &mut Vec<String>,
+) -> T {
+    let Some(value) = namespace.labels.get(key) else {
+        return configured;
+    };
+    match parse(value) {
+        Some(v) if v >= configured || allow_looser => v,
+        Some(v) => {
+            warnings.push(format!(
+                "dind-injector: namespace label {key}={} is looser than the cluster's {} and is ignored (policy.allowLooserNamespaces is false)",
+                name(v),
+                name(configured)
+            ));
+            configured
+        }
+        None => {
+            warnings.push(format!("dind-injector: namespace label {key}={value:?} is not {choices}; using {}", name(configured)));
+            configured
+        }
+    }
 }
 
 /// Judges `pod` in `namespace`.
