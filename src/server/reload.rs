@@ -135,6 +135,12 @@ impl Reloader {
         }
         let result = match &snapshot {
             Ok(bytes) => match std::str::from_utf8(bytes) {
+                // Most likely caught half-written by an editor: an empty file at start means the
+                // defaults, but a running server keeps what it has (write `{}` to mean defaults).
+                Ok(text) if text.trim().is_empty() => Err(format!(
+                    "configuration {} is empty (write {{}} for every default)",
+                    path.display()
+                )),
                 Ok(text) => Config::from_yaml(text, &path.display().to_string()).map_err(|e| e.to_string()),
                 Err(e) => Err(format!("configuration {} is not UTF-8: {e}", path.display())),
             },
