@@ -1,20 +1,49 @@
 # dind-injector: `make run` starts the injector locally, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: test test-deps run certs bench golden fixtures lint fmt deploy
+.PHONY: test test-deps run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps fuzz fuzz-ci deploy
 
-## Run every test: unit, fixtures and golden files, properties, CLI, HTTPS server, real dockerd.
+## Run every test: unit, fixtures and golden files, properties, CLI, HTTPS server, faults under
+## load, real dockerd; then each fuzz target for $(FUZZ_SECONDS_CI) s.
 test: test-deps
 	$(CARGO) build --locked --benches
 	DIND_INJECTOR_REQUIRE_DOCKERD=1 $(CARGO) test --locked --lib --bins --tests
+	$(MAKE) fuzz-ci
 
 ## Install what the tests need beyond Rust (Debian's docker.io, openssl, gcc).
 test-deps:
 	@sh scripts/install-test-deps.sh
 
-## Criterion benchmarks of the decision and the whole review (numbers in README.md).
+## Criterion benchmarks of the decision and the whole review, then the load benchmark (numbers in README.md).
 bench:
 	$(CARGO) bench --locked --bench decision
+	$(MAKE) bench-load
+
+## The load benchmark: the release server and its floor over HTTPS (h2load), HTTP/1.1 and HTTP/2,
+## concurrency 1/16/64, open loop at 1,000/s, readiness; prints the table and each target met or MISSED.
+bench-load: bench-deps
+	$(CARGO) build --locked --release --bin dind-injector --example floor --example alloc_by_pod_size
+	python3 bench/load.py --server target/release/dind-injector --floor target/release/examples/floor \
+		--alloc target/release/examples/alloc_by_pod_size $(BENCH_ARGS)
+
+## `make bench`, and write its table into README.md (between the load-bench markers).
+bench-readme:
+	$(MAKE) bench BENCH_ARGS="--readme README.md"
+
+## Install what the load benchmark needs beyond Rust and Python (Debian's nghttp2-client: h2load).
+bench-deps:
+	@sh scripts/install-bench-deps.sh
+
+FUZZ_SECONDS ?= 60
+FUZZ_SECONDS_CI ?= 20
+
+## Fuzz each target (decode_review, mutate, validate) for $(FUZZ_SECONDS) s (libFuzzer, stable toolchain).
+fuzz:
+	sh scripts/fuzz.sh $(FUZZ_SECONDS)
+
+## The short fuzz run `make test` ends with.
+fuzz-ci:
+	FUZZ_SEED=1 sh scripts/fuzz.sh $(FUZZ_SECONDS_CI)
 
 ## Accept a change of injected output: rewrite tests/golden/ (review the diff first).
 golden:

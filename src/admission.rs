@@ -126,11 +126,10 @@ struct WholeReview {
 /// Reads an AdmissionReview v1 request body. A well-formed review is read in one pass; anything
 /// else is read again, step by step, to say exactly what is wrong.
 pub fn decode_review(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
-    if let Ok(review) = serde_json::from_slice::<WholeReview>(body) {
-        if review.kind == "AdmissionReview" && review.api_version == API_VERSION {
+    if let Ok(review) = serde_json::from_slice::<WholeReview>(body)
+        && review.kind == "AdmissionReview" && review.api_version == API_VERSION {
             return Ok(review.request);
         }
-    }
     diagnose(body)
 }
 

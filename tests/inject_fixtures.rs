@@ -190,9 +190,9 @@ fn golden_files_hold_the_whole_injected_pod() {
 fn overrides_and_collisions_behave() {
     // The pod already uses our names; a user DOCKER_HOST that points elsewhere is kept and warned about.
     let mut pod = review_pod("gitlab");
-    pod["spec"]["volumes"].as_array_mut().map(|v| v.push(serde_json::json!({"name": "dind-storage", "emptyDir": {}})));
-    pod["spec"]["containers"].as_array_mut().map(|v| v.push(serde_json::json!({"name": "dind", "image": "busybox"})));
-    pod["spec"]["containers"][0]["env"].as_array_mut().map(|v| v.push(serde_json::json!({"name": "DOCKER_HOST", "value": "tcp://docker:2375"})));
+    if let Some(v) = pod["spec"]["volumes"].as_array_mut() { v.push(serde_json::json!({"name": "dind-storage", "emptyDir": {}})) }
+    if let Some(v) = pod["spec"]["containers"].as_array_mut() { v.push(serde_json::json!({"name": "dind", "image": "busybox"})) }
+    if let Some(v) = pod["spec"]["containers"][0]["env"].as_array_mut() { v.push(serde_json::json!({"name": "DOCKER_HOST", "value": "tcp://docker:2375"})) }
     pod["metadata"]["annotations"]["dind-injector.io/memory"] = "99Gi".into();
     pod["metadata"]["annotations"]["dind-injector.io/mtu"] = "1400".into();
     let (patched, decision) = inject(&pod, &Config::default());

@@ -98,7 +98,10 @@ fn annotation_key() -> impl Strategy<Value = String> {
     .prop_map(|k| format!("dind-injector.io/{k}"))
 }
 
-fn container() -> impl Strategy<Value = (String, Vec<(String, Option<String>)>, Vec<(usize, String)>, Option<String>)> {
+/// A generated container: name, env, mounts (volume index, path), image.
+type GenContainer = (String, Vec<(String, Option<String>)>, Vec<(usize, String)>, Option<String>);
+
+fn container() -> impl Strategy<Value = GenContainer> {
     (
         name(),
         prop::collection::vec(env_entry(), 0..4),
@@ -129,7 +132,7 @@ prop_compose! {
         let mut vol_names: Vec<String> = Vec::new();
         for v in volumes { if !vol_names.contains(&v) { vol_names.push(v); } }
         let mut used_names: Vec<String> = Vec::new();
-        let mut build = |list: Vec<(String, Vec<(String, Option<String>)>, Vec<(usize, String)>, Option<String>)>| -> Vec<Value> {
+        let mut build = |list: Vec<GenContainer>| -> Vec<Value> {
             let mut out = Vec::new();
             for (n, env, mounts, image) in list {
                 if used_names.contains(&n) { continue; }

@@ -527,10 +527,10 @@ async fn injected_pods_pass_validation_and_what_must_be_caught_is_caught_over_ht
 
         let pod = mutate_then_patch(&enforce, "gitlab").await;
         let mut privileged = pod.clone();
-        privileged["spec"]["containers"].as_array_mut().map(|c| c.push(serde_json::json!({"name": "extra", "image": "alpine", "securityContext": {"privileged": true}})));
+        if let Some(c) = privileged["spec"]["containers"].as_array_mut() { c.push(serde_json::json!({"name": "extra", "image": "alpine", "securityContext": {"privileged": true}})) }
         let mut socket = pod.clone();
-        socket["spec"]["volumes"].as_array_mut().map(|v| v.push(serde_json::json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}})));
-        socket["spec"]["containers"][0]["volumeMounts"].as_array_mut().map(|m| m.push(serde_json::json!({"name": "sock", "mountPath": "/var/run/docker.sock"})));
+        if let Some(v) = socket["spec"]["volumes"].as_array_mut() { v.push(serde_json::json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}})) }
+        if let Some(m) = socket["spec"]["containers"][0]["volumeMounts"].as_array_mut() { m.push(serde_json::json!({"name": "sock", "mountPath": "/var/run/docker.sock"})) }
         let mut tampered = pod.clone();
         if let Some(sidecar) = tampered["spec"]["initContainers"].as_array_mut().and_then(|c| c.iter_mut().find(|c| c["name"] == "dind")) {
             sidecar["args"] = serde_json::json!(["dockerd", "--host=tcp://0.0.0.0:2375"]);

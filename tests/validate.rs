@@ -75,8 +75,8 @@ fn what_the_exemption_must_catch_is_denied_in_enforce_and_audited_in_audit() {
     let base = injected("gitlab");
     let second_privileged = with_container(base.clone(), json!({"name": "sneaky", "image": "alpine", "securityContext": {"privileged": true}}));
     let mut socket = base.clone();
-    socket["spec"]["volumes"].as_array_mut().map(|v| v.push(json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}})));
-    socket["spec"]["containers"][0]["volumeMounts"].as_array_mut().map(|v| v.push(json!({"name": "sock", "mountPath": "/var/run/docker.sock"})));
+    if let Some(v) = socket["spec"]["volumes"].as_array_mut() { v.push(json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}})) }
+    if let Some(v) = socket["spec"]["containers"][0]["volumeMounts"].as_array_mut() { v.push(json!({"name": "sock", "mountPath": "/var/run/docker.sock"})) }
     let mut tampered_args = base.clone();
     sidecar_mut(&mut tampered_args)["args"] = json!(["dockerd", "--host=tcp://0.0.0.0:2375"]);
     let mut tampered_probe = base.clone();
@@ -84,8 +84,8 @@ fn what_the_exemption_must_catch_is_denied_in_enforce_and_audited_in_audit() {
     let mut tampered_image = base.clone();
     sidecar_mut(&mut tampered_image)["image"] = json!("evil/docker:dind");
     let mut tampered_mount = base.clone();
-    tampered_mount["spec"]["volumes"].as_array_mut().map(|v| v.push(json!({"name": "host", "hostPath": {"path": "/"}})));
-    sidecar_mut(&mut tampered_mount)["volumeMounts"].as_array_mut().map(|v| v.push(json!({"name": "host", "mountPath": "/host"})));
+    if let Some(v) = tampered_mount["spec"]["volumes"].as_array_mut() { v.push(json!({"name": "host", "hostPath": {"path": "/"}})) }
+    if let Some(v) = sidecar_mut(&mut tampered_mount)["volumeMounts"].as_array_mut() { v.push(json!({"name": "host", "mountPath": "/host"})) }
     let impostor = with_container(review_pod("gitlab"), json!({"name": "dind", "image": "docker:28.5.1-dind", "securityContext": {"privileged": true}}));
 
     let cases: [(&str, Value, &[&str]); 7] = [

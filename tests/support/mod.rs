@@ -101,11 +101,10 @@ pub fn structural_problems(pod: &Pod) -> Vec<String> {
             if !paths.insert(m.mount_path.as_str()) {
                 problems.push(format!("container {:?} mounts {:?} twice", c.name, m.mount_path));
             }
-            if let Some(sp) = &m.sub_path {
-                if sp.starts_with('/') || sp.split('/').any(|p| p == "..") {
+            if let Some(sp) = &m.sub_path
+                && (sp.starts_with('/') || sp.split('/').any(|p| p == "..")) {
                     problems.push(format!("container {:?} subPath {sp:?} is not relative", c.name));
                 }
-            }
         }
         let mut env = HashSet::new();
         for e in c.env.iter().flatten() {
