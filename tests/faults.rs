@@ -17,14 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dind_injector::certs::{DevCerts, generate_dev_certs, write_dev_certs};
+use dind_injector::certs::{DevCerts, write_dev_certs};
 use dind_injector::namespace::{StaticNamespaces, parse_key_values};
 use dind_injector::server::{CertPaths, Server, ServerError, ServerOptions, ShutdownHandle};
 use hyper::body::Bytes;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
-use support::tls_client::{self, Http, Tls};
+use support::tls_client::{self, Http, Tls, leaf_der, new_certs, serves, swap_in};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
@@ -276,10 +274,6 @@ struct InProcess {
     task: JoinHandle<Result<(), ServerError>>,
 }
 
-fn new_certs() -> DevCerts {
-    ok(generate_dev_certs(&[]))
-}
-
 async fn start_in_process(dir: tempfile::TempDir, certs: DevCerts, paths: CertPaths, config: &str) -> InProcess {
     let config_path = dir.path().join("config.yaml");
     ok(std::fs::write(&config_path, config));
@@ -426,11 +420,6 @@ async fn readyz(health: SocketAddr) -> Option<u16> {
     tls_client::http_get(health, "/readyz").await.ok().map(|a| a.status.as_u16())
 }
 
-fn leaf_der(certs: &DevCerts) -> Vec<u8> {
-    let first = CertificateDer::pem_slice_iter(certs.tls_cert_pem.as_bytes()).next();
-    ok(first.unwrap_or_else(|| panic!("no certificate in tls.crt"))).as_ref().to_vec()
-}
-
 fn metric_value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
@@ -472,15 +461,6 @@ async fn closed_within<R: tokio::io::AsyncRead + Unpin>(stream: &mut R, since: I
 
 // ---------------------------------------------------------------------------------------------
 
-/// What the kubelet does for a Secret volume: a new timestamped directory, a temporary symlink
-/// to it renamed over `..data`; `tls.crt` and `tls.key` are symlinks through `..data`.
-fn swap_in(dir: &Path, version: &str, certs: &DevCerts) {
-    ok(write_dev_certs(&dir.join(version), certs));
-    let tmp = dir.join("..data_tmp");
-    ok(std::os::unix::fs::symlink(version, &tmp));
-    ok(std::fs::rename(&tmp, dir.join("..data")));
-}
-
 /// What a tool writing the files in place does: each file whole (a rename), one after the other.
 fn write_each(dir: &Path, certs: &DevCerts) {
     for (name, text) in [("tls.crt", &certs.tls_cert_pem), ("tls.key", &certs.tls_key_pem)] {
@@ -488,19 +468,6 @@ fn write_each(dir: &Path, certs: &DevCerts) {
         ok(std::fs::write(&tmp, text));
         ok(std::fs::rename(&tmp, dir.join(name)));
     }
-}
-
-/// Whether new connections see `certs`' leaf within 3 s.
-async fn serves(addr: SocketAddr, cas: &[&str], certs: &DevCerts) -> bool {
-    let want = leaf_der(certs);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if tls_client::peer_leaf(addr, cas).await.is_ok_and(|got| got == want) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

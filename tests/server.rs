@@ -11,14 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use dind_injector::certs::{DevCerts, generate_dev_certs, write_dev_certs};
+use dind_injector::certs::{DevCerts, write_dev_certs};
 use dind_injector::namespace::{NamespaceLookup, StaticNamespaces, parse_key_values};
 use dind_injector::server::{CertPaths, Server, ServerError, ServerOptions, ShutdownHandle};
 use hyper::body::Bytes;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
-use support::tls_client::{self, Answer, Http, Tls};
+use support::tls_client::{self, Answer, Http, Tls, leaf_der, new_certs, serves, swap_in};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
@@ -74,10 +72,6 @@ fn namespaces() -> Arc<dyn NamespaceLookup> {
     Arc::new(StaticNamespaces::new(ok(parse_key_values(LABELS)), BTreeMap::new()))
 }
 
-fn new_certs() -> DevCerts {
-    ok(generate_dev_certs(&[]))
-}
-
 /// Starts a server with fresh certificates in a temp dir and `config` (YAML) when given.
 async fn start(config: Option<&str>) -> Running {
     let dir = ok(tempfile::tempdir());
@@ -109,11 +103,6 @@ async fn start_at(dir: tempfile::TempDir, certs: DevCerts, paths: CertPaths, con
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
     ok(std::fs::read(support::fixtures_dir().join(format!("reviews/{name}.json"))))
-}
-
-fn leaf_der(certs: &DevCerts) -> Vec<u8> {
-    let first = CertificateDer::pem_slice_iter(certs.tls_cert_pem.as_bytes()).next();
-    ok(first.unwrap_or_else(|| panic!("no certificate in tls.crt"))).as_ref().to_vec()
 }
 
 fn message(answer: &Answer) -> String {
@@ -303,16 +292,6 @@ async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
     .await;
 }
 
-/// Waits until new connections see `certs`' leaf.
-async fn serves(server: &Running, cas: &[&str], certs: &DevCerts) -> bool {
-    let want = leaf_der(certs);
-    eventually(Duration::from_secs(3), || {
-        let want = want.clone();
-        async move { tls_client::peer_leaf(server.addr, cas).await.is_ok_and(|got| got == want) }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewritten_certificates_are_served_and_bad_ones_ignored() {
     bounded(async {
@@ -320,12 +299,12 @@ async fn rewritten_certificates_are_served_and_bad_ones_ignored() {
         let first = server.certs.clone();
         let second = new_certs();
         let cas = [first.ca_cert_pem.as_str(), second.ca_cert_pem.as_str()];
-        assert!(serves(&server, &cas, &first).await);
+        assert!(serves(server.addr, &cas, &first).await);
         // An open connection stays usable across the rotation.
         let mut kept = server.connect(Http::H2).await;
 
         ok(write_dev_certs(server.dir.path(), &second));
-        assert!(serves(&server, &cas, &second).await, "the rewritten certificate is not served");
+        assert!(serves(server.addr, &cas, &second).await, "the rewritten certificate is not served");
         assert_eq!(ok(kept.call("POST", "/mutate", fixture_bytes("gitlab")).await).status, 200);
 
         for (cert, key) in [
@@ -351,15 +330,6 @@ async fn rewritten_certificates_are_served_and_bad_ones_ignored() {
 }
 
 #[cfg(unix)]
-fn swap_in(dir: &Path, version: &str, certs: &DevCerts) {
-    // What the kubelet does for a Secret volume: write a new timestamped directory, point a
-    // temporary symlink at it, rename that over `..data`.
-    ok(write_dev_certs(&dir.join(version), certs));
-    let tmp = dir.join("..data_tmp");
-    ok(std::os::unix::fs::symlink(version, &tmp));
-    ok(std::fs::rename(&tmp, dir.join("..data")));
-}
-
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_style_symlink_swap_is_picked_up() {
@@ -374,9 +344,9 @@ async fn a_kubernetes_style_symlink_swap_is_picked_up() {
         let server = start_at(dir, first.clone(), paths, Some(QUICK)).await;
         let second = new_certs();
         let cas = [first.ca_cert_pem.as_str(), second.ca_cert_pem.as_str()];
-        assert!(serves(&server, &cas, &first).await);
+        assert!(serves(server.addr, &cas, &first).await);
         swap_in(server.dir.path(), "..2025_01_02_v2", &second);
-        assert!(serves(&server, &cas, &second).await, "the swapped-in certificate is not served");
+        assert!(serves(server.addr, &cas, &second).await, "the swapped-in certificate is not served");
         server.stop().await;
     })
     .await;

@@ -256,3 +256,41 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
         .to_vec();
     Ok(Answer { status, content_type, body })
 }
+
+/// A new development CA and serving certificate for 127.0.0.1 and localhost.
+pub fn new_certs() -> dind_injector::certs::DevCerts {
+    dind_injector::certs::generate_dev_certs(&[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The DER of the serving certificate (the first in tls.crt).
+pub fn leaf_der(certs: &dind_injector::certs::DevCerts) -> Vec<u8> {
+    let first = CertificateDer::pem_slice_iter(certs.tls_cert_pem.as_bytes()).next();
+    first
+        .unwrap_or_else(|| panic!("no certificate in tls.crt"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .as_ref()
+        .to_vec()
+}
+
+/// What the kubelet does for a Secret volume: write a new timestamped directory, point a
+/// temporary symlink at it, rename that over `..data`.
+pub fn swap_in(dir: &std::path::Path, version: &str, certs: &dind_injector::certs::DevCerts) {
+    let ok = |r: std::io::Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
+    dind_injector::certs::write_dev_certs(&dir.join(version), certs).unwrap_or_else(|e| panic!("{e}"));
+    let tmp = dir.join("..data_tmp");
+    ok(std::os::unix::fs::symlink(version, &tmp));
+    ok(std::fs::rename(&tmp, dir.join("..data")));
+}
+
+/// Whether the server at `addr` serves `certs`' leaf within 3 s (new connections, polled).
+pub async fn serves(addr: SocketAddr, cas: &[&str], certs: &dind_injector::certs::DevCerts) -> bool {
+    let want = leaf_der(certs);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        if peer_leaf(addr, cas).await.is_ok_and(|got| got == want) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
