@@ -554,14 +554,18 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            let de = serde_yaml::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                ConfigError::Parse {
-                    source_name: source_name.to_owned(),
-                    path: if path == "." { "(top)".into() } else { path },
-                    message: e.into_inner().to_string(),
-                }
+            let mut path = String::new();
+            let options = serde_saphyr::options! { with_snippet: false };
+            serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    path = e.path().to_string();
+                    e.into_inner()
+                })
+            })
+            .map_err(|e| ConfigError::Parse {
+                source_name: source_name.to_owned(),
+                path: if path.is_empty() || path == "." { "(top)".into() } else { path.clone() },
+                message: e.to_string(),
             })?
         };
         let problems = config.problems();
@@ -705,7 +709,7 @@ impl Config {
 
     /// This configuration as YAML, every default spelled out (for `check-config --print`).
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 

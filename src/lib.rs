@@ -18,3 +18,4 @@ pub mod policy;
 pub mod quantity;
 pub mod server;
 pub mod webhook;
+pub mod yaml;

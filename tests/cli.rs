@@ -5,7 +5,6 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use serde::Deserialize;
 use serde_json::Value;
 use support::*;
 
@@ -28,9 +27,7 @@ fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
 }
 
 fn docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("output is not YAML: {e}\n{yaml}")))
-        .collect()
+    serde_saphyr::from_multiple(yaml).unwrap_or_else(|e| panic!("output is not YAML: {e}\n{yaml}"))
 }
 
 const WORKLOADS: &str = r#"

@@ -139,13 +139,12 @@ fn render(overlay: &str) -> Rendered {
         overlay: overlay.to_owned(),
         ..Rendered::default()
     };
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let yaml = <serde_yaml::Value as serde::Deserialize>::deserialize(document)
-            .unwrap_or_else(|e| panic!("{overlay}: kustomize output is not YAML: {e}"));
-        if yaml.is_null() {
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("{overlay}: kustomize output is not YAML: {e}"));
+    for value in documents {
+        if value.is_null() {
             continue;
         }
-        let value = serde_json::to_value(&yaml).unwrap_or_else(|e| panic!("{overlay}: {e}"));
         let kind = value["kind"].as_str().unwrap_or_default().to_owned();
         let api_version = value["apiVersion"].as_str().unwrap_or_default().to_owned();
         let name = value["metadata"]["name"]

@@ -55,7 +55,7 @@ const MIN_CASES: usize = 80;
 struct Case {
     name: String,
     source: String,
-    pod: serde_yaml::Value,
+    pod: serde_json::Value,
     baseline: Vec<String>,
     restricted: Vec<String>,
     #[serde(default)]
@@ -71,12 +71,12 @@ struct Exempt {
 }
 
 fn load_cases() -> Vec<Case> {
-    serde_yaml::from_str(CORPUS)
+    serde_saphyr::from_str(CORPUS)
         .unwrap_or_else(|e| panic!("tests/policy_corpus.yaml does not parse: {e}"))
 }
 
 fn parse_pod(case: &Case) -> Pod {
-    serde_yaml::from_value(case.pod.clone())
+    serde_json::from_value(case.pod.clone())
         .unwrap_or_else(|e| panic!("case `{}`: pod is not a valid v1 Pod: {e}", case.name))
 }
 

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -126,8 +125,8 @@ pub fn inject_documents(
 ) -> Result<(String, Vec<InjectReport>), String> {
     let mut out = Vec::new();
     let mut reports = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let mut value = Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
+    let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| format!("cannot read YAML: {e}"))?;
+    for (i, mut value) in documents.into_iter().enumerate() {
         if value.is_null() {
             continue;
         }
@@ -140,7 +139,7 @@ pub fn inject_documents(
         if i > 0 {
             yaml.push_str("---\n");
         }
-        yaml.push_str(&serde_yaml::to_string(v).map_err(|e| format!("cannot write YAML: {e}"))?);
+        yaml.push_str(&crate::yaml::to_string(v).map_err(|e| format!("cannot write YAML: {e}"))?);
     }
     Ok((yaml, reports))
 }
