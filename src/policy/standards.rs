@@ -155,9 +155,9 @@ pub const SAFE_SYSCTLS: &[&str] = &[
 /// SELinux types a baseline container may use (empty means the runtime default).
 pub const SELINUX_TYPES: &[&str] = &["", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"];
 
-/// Volume sources a restricted pod may use.
+/// Volume sources a restricted pod may use (`image` since Pod Security v1.36, as the apiserver allows).
 pub const RESTRICTED_VOLUME_SOURCES: &[&str] = &[
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image", "persistentVolumeClaim", "projected", "secret",
 ];
 
 /// AppArmor annotation prefix (deprecated form, still checked).
