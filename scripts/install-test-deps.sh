@@ -8,6 +8,10 @@ command -v dockerd >/dev/null 2>&1 || need="$need docker.io"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v gcc >/dev/null 2>&1 || need="$need gcc"
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need="$need libc6-dev"
+if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+	# PyYAML reads the inject output the way kubectl does (YAML 1.1), in tests/cli.rs.
+	python3 -m pip install --quiet 'PyYAML>=6,<7'
+fi
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
 	echo "make test needs:$need. Install them (as root: apt-get install$need) and run again." >&2

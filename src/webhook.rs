@@ -7,7 +7,7 @@ use crate::admission::{self, AdmissionRequest, AdmissionResponse, ReviewError};
 use crate::config::Config;
 use crate::annotations;
 use crate::config::PolicyMode;
-use crate::inject::{self, ClusterInfo, Outcome};
+use crate::inject::{self, ClusterInfo, InjectionStatus, Outcome, SkipReason};
 use crate::namespace::{NamespaceLookup, NamespaceView};
 use crate::policy;
 
@@ -113,6 +113,21 @@ fn mutate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewO
         log.reason = "not-a-create";
         return allow(log, AdmissionResponse::allow(&request.uid));
     }
+    if let Some(raw) = request.object.as_deref()
+        && let Some(meta) = already_injected(raw.get())
+    {
+        // The apiserver calls again after its own plugins changed the injected pod (the
+        // ServiceAccount plugin re-runs): answer from the metadata alone, without decoding the pod.
+        log.decision = "skipped";
+        log.reason = SkipReason::AlreadyInjected.label();
+        if log.pod.is_empty() {
+            log.pod = display_name(meta.name.as_deref(), meta.generate_name.as_deref());
+        }
+        if log.namespace.is_empty() {
+            log.namespace = meta.namespace.unwrap_or_default();
+        }
+        return allow(log, AdmissionResponse::allow(&request.uid));
+    }
     let pod: Pod = match request.object.as_deref().map(|raw| serde_json::from_str(raw.get())) {
         Some(Ok(pod)) => pod,
         Some(Err(e)) => {
@@ -163,11 +178,40 @@ fn mutate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewO
 
 /// The pod's name, or `generateName*` when the name is not chosen yet.
 pub fn pod_display_name(pod: &Pod) -> String {
-    match (&pod.metadata.name, &pod.metadata.generate_name) {
-        (Some(n), _) if !n.is_empty() => n.clone(),
+    display_name(pod.metadata.name.as_deref(), pod.metadata.generate_name.as_deref())
+}
+
+fn display_name(name: Option<&str>, generate_name: Option<&str>) -> String {
+    match (name, generate_name) {
+        (Some(n), _) if !n.is_empty() => n.to_owned(),
         (_, Some(g)) => format!("{g}*"),
         _ => String::new(),
     }
+}
+
+/// The few metadata fields read before a pod is decoded in full.
+#[derive(serde::Deserialize)]
+struct MetadataOnly {
+    #[serde(default)]
+    metadata: PodMetadata,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PodMetadata {
+    name: Option<String>,
+    #[serde(rename = "generateName")]
+    generate_name: Option<String>,
+    namespace: Option<String>,
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The pod's metadata when it carries a status record dind-injector wrote: the pod was injected
+/// on an earlier call and must get no patch now. Other fields are skipped, not built.
+fn already_injected(raw_pod: &str) -> Option<PodMetadata> {
+    let meta = serde_json::from_str::<MetadataOnly>(raw_pod).ok()?.metadata;
+    let status = meta.annotations.as_ref()?.get(annotations::STATUS)?;
+    InjectionStatus::parse(status)?;
+    Some(meta)
 }
 
 /// Reviews a Pod CREATE or UPDATE, or a `pods/ephemeralcontainers` update, against the

@@ -5,7 +5,7 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 fn bin() -> Command {
@@ -185,4 +185,52 @@ fn bad_input_is_an_error_not_a_panic() {
 fn version_prints_the_crate_version() {
     let out = bin().arg("version").output().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("dind-injector {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// Reads YAML the way kubectl does (YAML 1.1, where `yes`, `on`, `0777` and `1e3` are not
+/// strings), with PyYAML, and hands back the JSON it means.
+fn read_as_yaml_1_1(yaml: &str) -> Value {
+    let script = "import json, sys, yaml\njson.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 (with PyYAML, installed by make test-deps) is needed: {e}"));
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(yaml.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "PyYAML cannot read the output: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn inject_output_reads_back_unchanged_with_a_yaml_1_1_parser() {
+    use dind_injector::inject::{self, ClusterInfo, Outcome};
+    use dind_injector::namespace::NamespaceView;
+    for fixture in FIXTURES {
+        for transport in ["unix", "tcp-tls", "tcp"] {
+            let path = fixtures_dir().join(format!("pods/{fixture}.json"));
+            let mut pod: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+            pod["metadata"]["annotations"]["dind-injector.io/transport"] = json!(transport);
+            let out = run_with_stdin(&["inject", "-f", "-"], &pod.to_string());
+            assert!(out.status.success(), "{fixture}: {}", String::from_utf8_lossy(&out.stderr));
+            let read = read_as_yaml_1_1(&String::from_utf8_lossy(&out.stdout));
+
+            let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+            let decision = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in(namespace), &Default::default(), &ClusterInfo::default());
+            let meant = match decision.outcome {
+                Outcome::Inject(i) => apply(&pod, &i.patch),
+                Outcome::Skip(_) => pod.clone(),
+            };
+            assert_eq!(read, json!([meant]), "{fixture} {transport}: kubectl would read something else than dind-injector wrote");
+        }
+    }
+    // The GitLab pod has `CI_SERVER: "yes"`: written unquoted, kubectl reads a bool and refuses it.
+    let gitlab = std::fs::read_to_string(fixtures_dir().join("pods/gitlab.json")).unwrap_or_default();
+    let out = run_with_stdin(&["inject", "-f", "-"], &gitlab);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(yaml.contains("value: \"yes\"") || yaml.contains("value: 'yes'"), "{yaml}");
 }

@@ -128,6 +128,7 @@ prop_compose! {
         ],
         fs_group in prop::option::of(0i64..70000),
         with_aliases in any::<bool>(),
+        with_token in any::<bool>(),
     ) -> Value {
         let mut vol_names: Vec<String> = Vec::new();
         for v in volumes { if !vol_names.contains(&v) { vol_names.push(v); } }
@@ -169,6 +170,12 @@ prop_compose! {
         if !vol_names.is_empty() { pod["spec"]["volumes"] = vol_names.iter().map(|v| json!({"name": v, "emptyDir": {}})).collect(); }
         if let Some(g) = fs_group { pod["spec"]["securityContext"] = json!({"fsGroup": g}); }
         if with_aliases { pod["spec"]["hostAliases"] = json!([{"ip": "127.0.0.1", "hostnames": ["postgres"]}]); }
+        if with_token {
+            // What the apiserver's ServiceAccount plugin adds before the webhook is called.
+            let token = json!({"name": "kube-api-access-x7k2p", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}});
+            match pod["spec"]["volumes"].as_array_mut() { Some(v) => v.push(token), None => pod["spec"]["volumes"] = json!([token]) }
+            pod = support::apiserver::after_mutation(&pod).pod;
+        }
         pod
     }
 }
@@ -212,6 +219,20 @@ proptest! {
                 }
                 let again = inject::plan_injection(&typed_patched, &ns, &config, &ClusterInfo::default());
                 prop_assert!(matches!(again.outcome, Outcome::Skip(SkipReason::AlreadyInjected)));
+
+                // As the apiserver stores it, the pod keeps its sidecar's exemption, and the
+                // sidecar holds no API token.
+                let stored = support::apiserver::after_mutation(&patched);
+                prop_assert!(stored.warnings.is_empty(), "{:?}", stored.warnings);
+                let stored_pod = typed(&stored.pod);
+                let verdict = dind_injector::policy::validate_pod(&stored_pod, &ns, &config, &ClusterInfo::default());
+                prop_assert_eq!(verdict.exempt.as_deref(), Some(status.container.as_str()), "{:?}", verdict.lines());
+                prop_assert!(verdict.findings.is_empty(), "{:?}", verdict.lines());
+                let spec = stored_pod.spec.unwrap_or_default();
+                let sidecar = spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == status.container);
+                let token_mounts = sidecar.and_then(|c| c.volume_mounts.as_ref()).into_iter().flatten()
+                    .filter(|m| m.name.starts_with("kube-api-access-")).count();
+                prop_assert_eq!(token_mounts, 0);
             }
             Outcome::Skip(reason) => {
                 prop_assert!(!reason.label().is_empty());

@@ -165,3 +165,41 @@ fn namespace_labels_may_only_tighten_unless_allowed() {
     assert_eq!(v["response"]["allowed"], false, "the GitLab job containers are not restricted-compliant");
     assert!(!out.log.violations.contains(&"privileged"), "the sidecar stays exempt at restricted");
 }
+
+#[test]
+fn opt_in_by_label_is_honoured_and_malformed_requests_are_warned_never_denied() {
+    // A label opts in like the annotation: injected, and the stored pod is admitted.
+    let mut labelled = review_pod("gitlab");
+    if let Some(a) = labelled["metadata"]["annotations"].as_object_mut() {
+        a.remove("dind-injector.io/inject");
+    }
+    labelled["metadata"]["labels"]["dind-injector.io/inject"] = json!("true");
+    let d = inject::plan_injection(&typed(&labelled), &NamespaceView::opted_in("ci"), &Config::default(), &ClusterInfo::default());
+    let Outcome::Inject(i) = d.outcome else { panic!("a pod labelled dind-injector.io/inject=true is not injected") };
+    let (_, v) = run(&review_of(&apply(&labelled, &i.patch), "CREATE", None, None), PolicyMode::Enforce, &[]);
+    assert_eq!(v["response"]["allowed"], true, "{}", v["response"]["status"]["message"]);
+
+    // Labelled but never injected: denied, and the message says it was the label.
+    let (_, v) = run(&review_of(&labelled, "CREATE", None, None), PolicyMode::Enforce, &[]);
+    assert_eq!(v["response"]["allowed"], false);
+    assert!(v["response"]["status"]["message"].as_str().unwrap_or_default().contains("label dind-injector.io/inject"), "{}", v["response"]["status"]["message"]);
+
+    // The annotation wins over the label.
+    let mut refused = labelled.clone();
+    refused["metadata"]["annotations"]["dind-injector.io/inject"] = json!("false");
+    let d = inject::plan_injection(&typed(&refused), &NamespaceView::opted_in("ci"), &Config::default(), &ClusterInfo::default());
+    assert!(matches!(d.outcome, Outcome::Skip(inject::SkipReason::OptedOut)));
+
+    // Malformed: a warning with the fix, never a denial.
+    for (key, value) in [("dind-injector.io/inject", "yes"), ("dind-injector.io/inject", "True "), ("dind-injector.io/injct", "true")] {
+        let mut pod = review_pod("buildkite");
+        if let Some(a) = pod["metadata"]["annotations"].as_object_mut() {
+            a.remove("dind-injector.io/inject");
+            a.insert(key.into(), json!(value));
+        }
+        let (_, v) = run(&review_of(&pod, "CREATE", None, None), PolicyMode::Enforce, &[]);
+        assert_eq!(v["response"]["allowed"], true, "{key}={value:?}: {}", v["response"]["status"]["message"]);
+        let warnings = v["response"]["warnings"].to_string();
+        assert!(warnings.contains("exactly \\\"true\\\"") || warnings.contains("did you mean"), "{key}={value:?}: {warnings}");
+    }
+}

@@ -81,11 +81,11 @@ pub struct Injection {
 /// Why a pod was not injected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
-    /// No `dind-injector.io/inject` annotation.
+    /// No `dind-injector.io/inject` annotation or label.
     NotAnnotated,
     /// `dind-injector.io/inject: "false"`.
     OptedOut,
-    /// The annotation is neither `true` nor `false`.
+    /// The annotation (or label) is neither `true` nor `false`.
     InvalidAnnotation(String),
     /// The status annotation is present: injected before (reinvocation).
     AlreadyInjected,
@@ -132,13 +132,13 @@ impl SkipReason {
     pub fn message(&self) -> String {
         match self {
             SkipReason::NotAnnotated => format!(
-                "the pod has no {} annotation; add {}: \"true\" to get a Docker daemon",
+                "the pod has no {} annotation or label; add {}: \"true\" to get a Docker daemon",
                 annotations::INJECT,
                 annotations::INJECT
             ),
             SkipReason::OptedOut => format!("the pod opted out ({}: \"false\")", annotations::INJECT),
             SkipReason::InvalidAnnotation(v) => format!(
-                "{}={v:?} is neither \"true\" nor \"false\"",
+                "{}={v:?} is neither \"true\" nor \"false\"; set it to exactly \"true\"",
                 annotations::INJECT
             ),
             SkipReason::AlreadyInjected => "the pod already carries a dind sidecar from dind-injector".into(),
@@ -208,7 +208,7 @@ fn decide(
     warnings: &mut Vec<String>,
 ) -> Result<Injection, SkipReason> {
     let pod_annotations = pod.metadata.annotations.as_ref();
-    match pod_annotations.and_then(|a| a.get(annotations::INJECT)).map(|v| v.trim()) {
+    match annotations::inject_request(pod_annotations, pod.metadata.labels.as_ref()).map(|(_, v)| v) {
         None => return Err(SkipReason::NotAnnotated),
         Some("true") => {}
         Some("false") => return Err(SkipReason::OptedOut),
@@ -277,22 +277,11 @@ fn decide(
         _ => patch.append(&["spec", "initContainers"], spec.init_containers.is_some(), vec![sidecar_value]),
     }
     if settings.transport != Transport::Unix {
-        let aliased = spec
-            .host_aliases
-            .iter()
-            .flatten()
-            .any(|a| a.hostnames.iter().flatten().any(|h| h == "docker"));
-        if !aliased {
-            let alias = HostAlias {
-                ip: "127.0.0.1".into(),
-                hostnames: Some(vec!["docker".into()]),
-            };
-            patch.append(&["spec", "hostAliases"], spec.host_aliases.is_some(), vec![to_value(&alias)]);
-        }
+        add_docker_host_alias(&mut patch, spec);
     }
 
     let template = sidecar_fingerprint(&plan.container);
-    let mut volume_names = vec![names.storage.clone(), names.daemon_config.clone()];
+    let mut volume_names = vec![names.storage.clone(), names.daemon_config.clone(), names.no_token.clone()];
     volume_names.extend(names.shared.clone());
     let status = InjectionStatus {
         version: STATUS_VERSION,
@@ -326,6 +315,28 @@ fn decide(
     })
 }
 
+/// Makes `docker` resolve to 127.0.0.1 (the `tcp://docker:237x` addresses of the runners' DinD
+/// documentation). The name joins an existing `127.0.0.1` entry: a second entry with the same IP
+/// makes the apiserver warn `duplicate ip` (GitLab pods carry one for their service aliases).
+fn add_docker_host_alias(patch: &mut PatchBuilder, spec: &PodSpec) {
+    const LOOPBACK: &str = "127.0.0.1";
+    let aliases = spec.host_aliases.as_deref().unwrap_or_default();
+    if aliases.iter().any(|a| a.hostnames.iter().flatten().any(|h| h == "docker")) {
+        return;
+    }
+    if let Some(i) = aliases.iter().position(|a| a.ip.trim() == LOOPBACK) {
+        let idx = i.to_string();
+        let has_names = aliases[i].hostnames.is_some();
+        patch.append(&["spec", "hostAliases", &idx, "hostnames"], has_names, vec![Value::from("docker")]);
+        return;
+    }
+    let alias = HostAlias {
+        ip: LOOPBACK.into(),
+        hostnames: Some(vec!["docker".into()]),
+    };
+    patch.append(&["spec", "hostAliases"], spec.host_aliases.is_some(), vec![to_value(&alias)]);
+}
+
 fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
     spec.init_containers
         .iter()
@@ -347,6 +358,7 @@ fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> Injected
     };
     let storage = volume("storage");
     let daemon_config = volume("daemon-config");
+    let no_token = volume("no-token");
     let shared = match transport {
         Transport::Unix => Some(volume("socket")),
         Transport::TcpTls => Some(volume("certs")),
@@ -356,6 +368,7 @@ fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> Injected
         container,
         storage,
         daemon_config,
+        no_token,
         shared,
     }
 }

@@ -17,6 +17,9 @@ use super::settings::Settings;
 pub const TCP_PORT: u16 = 2375;
 /// The TLS port, bound to 127.0.0.1 only.
 pub const TLS_PORT: u16 = 2376;
+/// Where the apiserver's ServiceAccount admission mounts the pod's API token into every container
+/// that has nothing mounted there yet.
+pub const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The first Docker major version whose dockerd knows `--default-network-opt`.
 pub const DEFAULT_NETWORK_OPT_SINCE: u32 = 24;
 
@@ -29,6 +32,9 @@ pub struct InjectedNames {
     pub storage: String,
     /// `/etc/docker` (the daemon.json ConfigMap).
     pub daemon_config: String,
+    /// The empty directory over the service-account token path, so the apiserver mounts no
+    /// Kubernetes API token into the daemon.
+    pub no_token: String,
     /// The socket directory (`unix`) or certificate directory (`tcp-tls`); none for `tcp`.
     pub shared: Option<String>,
 }
@@ -101,6 +107,10 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
     let mut mounts = vec![
         mount(&names.storage, "/var/lib/docker", false),
         mount(&names.daemon_config, "/etc/docker", true),
+        // The apiserver re-runs its ServiceAccount admission after this webhook and would mount
+        // the pod's API token here; an empty read-only directory keeps the privileged daemon, and
+        // every container it runs, without Kubernetes credentials.
+        mount(&names.no_token, SERVICE_ACCOUNT_TOKEN_PATH, true),
     ];
     let mut volumes = vec![
         Volume {
@@ -117,6 +127,14 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
                 name: sc.daemon_config_map.clone(),
                 optional: Some(true),
                 ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: names.no_token.clone(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(K8sQuantity("1Ki".to_owned())),
+                ..EmptyDirVolumeSource::default()
             }),
             ..Volume::default()
         },
@@ -193,7 +211,12 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
             "dind-injector".to_owned(),
         ]),
         args: Some(args),
-        env: Some(vec![env("DOCKER_TLS_CERTDIR", "")]),
+        // Empty: the image's entrypoint makes no certificates and adds no listener of its own. Written
+        // without a value, as the apiserver stores an empty one.
+        env: Some(vec![EnvVar {
+            name: "DOCKER_TLS_CERTDIR".to_owned(),
+            ..EnvVar::default()
+        }]),
         resources: Some(ResourceRequirements {
             requests: Some(requests),
             limits: Some(limits),

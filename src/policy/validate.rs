@@ -117,7 +117,9 @@ fn stricter_only<T: Copy + Ord>(
 
 /// Judges `pod` in `namespace`.
 pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, cluster: &ClusterInfo) -> Verdict {
-    let (mode, level, warnings) = effective_policy(namespace, config);
+    let (mode, level, mut warnings) = effective_policy(namespace, config);
+    let labels = pod.metadata.labels.as_ref();
+    warnings.extend(annotations::request_problems(pod.metadata.annotations.as_ref(), labels));
     let mut verdict = Verdict {
         mode,
         level,
@@ -154,7 +156,8 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
         }),
         None => {}
     }
-    let asked = annotations.and_then(|a| a.get(annotations::INJECT)).map(|v| v.trim()) == Some("true");
+    let request = annotations::inject_request(annotations, labels);
+    let asked = request.is_some_and(|(_, v)| v == "true");
     if asked && status.is_none() {
         let why = match inject::plan_injection(pod, namespace, config, cluster).outcome {
             Outcome::Skip(reason) => reason.message(),
@@ -163,7 +166,8 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
         verdict.findings.push(Finding {
             label: "not-injected",
             message: format!(
-                "the pod asked for a Docker daemon ({}: \"true\") but none was injected: {why}",
+                "the pod asked for a Docker daemon ({} {}: \"true\") but none was injected: {why}",
+                request.map(|(source, _)| source.as_str()).unwrap_or_default(),
                 annotations::INJECT
             ),
         });

@@ -1,6 +1,7 @@
 //! Shared test helpers: fixtures, patch application, and the apiserver's structural pod rules.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod tls_client;
 
 use std::collections::HashSet;

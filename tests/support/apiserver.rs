@@ -1,0 +1,151 @@
+//! A model of what a real kube-apiserver (v1.36) does to a pod after the mutating webhooks and
+//! before the validating webhooks and etcd, as recorded in tests/fixtures/apiserver/ (see its
+//! README). `tests/apiserver.rs` checks the model against every recording, so the tests that use
+//! it see the pod the validating webhook really sees.
+//!
+//! Modelled, for containers, init containers, volumes, annotations and host aliases:
+//! - the built-in admission plugins run again: ServiceAccount mounts the pod's
+//!   `kube-api-access-*` volume into every (init) container without a mount at the token path,
+//!   unless the pod sets `automountServiceAccountToken: false`;
+//! - defaulting of what a webhook added (termination message path and policy, image pull policy,
+//!   resources, probe timings, port protocol, config map and secret modes);
+//! - empty strings and empty lists are not stored (Go's `omitempty`);
+//! - host aliases with a duplicate IP are kept, with the apiserver's warning.
+
+use serde_json::{Map, Value, json};
+
+/// Where the ServiceAccount plugin mounts the API token.
+pub const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The pod as stored, and the warnings the apiserver returns to the client.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The pod the validating webhooks are sent and etcd keeps.
+    pub pod: Value,
+    /// What `kubectl create` prints as `Warning: ...`.
+    pub warnings: Vec<String>,
+}
+
+/// Applies the apiserver's post-mutation steps to `pod` (a webhook's patch already applied).
+pub fn after_mutation(pod: &Value) -> Stored {
+    let mut pod = pod.clone();
+    let spec = &mut pod["spec"];
+    for list in ["initContainers", "containers"] {
+        if let Some(containers) = spec[list].as_array_mut() {
+            containers.iter_mut().for_each(default_container);
+        }
+    }
+    if let Some(volumes) = spec["volumes"].as_array_mut() {
+        volumes.iter_mut().for_each(default_volume);
+    }
+    mount_service_account_token(spec);
+    drop_empty(&mut pod);
+    let warnings = duplicate_host_alias_ips(&pod);
+    Stored { pod, warnings }
+}
+
+fn set_default(object: &mut Value, key: &str, value: Value) {
+    if let Some(map) = object.as_object_mut() {
+        map.entry(key).or_insert(value);
+    }
+}
+
+fn default_container(c: &mut Value) {
+    set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(c, "terminationMessagePolicy", json!("File"));
+    set_default(c, "resources", json!({}));
+    let image = c["image"].as_str().unwrap_or_default();
+    let last = image.rsplit('/').next().unwrap_or_default();
+    let latest = !last.contains('@') && last.split_once(':').is_none_or(|(_, tag)| tag == "latest");
+    set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if c[probe].is_object() {
+            let p = &mut c[probe];
+            set_default(p, "timeoutSeconds", json!(1));
+            set_default(p, "periodSeconds", json!(10));
+            set_default(p, "successThreshold", json!(1));
+            set_default(p, "failureThreshold", json!(3));
+        }
+    }
+    if let Some(ports) = c["ports"].as_array_mut() {
+        ports.iter_mut().for_each(|p| set_default(p, "protocol", json!("TCP")));
+    }
+    if let Some(env) = c["env"].as_array_mut() {
+        for e in env {
+            if e["valueFrom"]["fieldRef"].is_object() {
+                set_default(&mut e["valueFrom"]["fieldRef"], "apiVersion", json!("v1"));
+            }
+        }
+    }
+}
+
+fn default_volume(v: &mut Value) {
+    for source in ["configMap", "secret", "projected"] {
+        if v[source].is_object() {
+            set_default(&mut v[source], "defaultMode", json!(420));
+        }
+    }
+}
+
+fn mount_service_account_token(spec: &mut Value) {
+    if spec["automountServiceAccountToken"] == json!(false) {
+        return;
+    }
+    let Some(volume) = spec["volumes"]
+        .as_array()
+        .and_then(|vs| vs.iter().find_map(|v| v["name"].as_str().filter(|n| n.starts_with("kube-api-access-"))))
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            let has_mount = c["volumeMounts"].as_array().is_some_and(|ms| ms.iter().any(|m| m["mountPath"] == TOKEN_PATH));
+            if has_mount {
+                continue;
+            }
+            let mount = json!({"name": volume, "mountPath": TOKEN_PATH, "readOnly": true});
+            match c["volumeMounts"].as_array_mut() {
+                Some(ms) => ms.push(mount),
+                None => c["volumeMounts"] = json!([mount]),
+            }
+        }
+    }
+}
+
+/// Removes object members whose value is `""`, `[]` or `null`, at every depth.
+pub fn drop_empty(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| {
+                drop_empty(v);
+                !v.is_null() && v != "" && !v.as_array().is_some_and(Vec::is_empty)
+            });
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_empty),
+        _ => {}
+    }
+}
+
+fn duplicate_host_alias_ips(pod: &Value) -> Vec<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, alias) in pod["spec"]["hostAliases"].as_array().into_iter().flatten().enumerate() {
+        let ip = alias["ip"].as_str().unwrap_or_default();
+        if seen.contains(&ip) {
+            warnings.push(format!("spec.hostAliases[{i}].ip: duplicate ip {ip:?}"));
+        }
+        seen.push(ip);
+    }
+    warnings
+}
+
+/// The fields the model claims to reproduce, for comparison with a recorded `stored` pod.
+pub fn modelled_fields(pod: &Value) -> Value {
+    let mut out = Map::new();
+    for key in ["initContainers", "containers", "volumes", "hostAliases"] {
+        out.insert(key.to_owned(), pod["spec"][key].clone());
+    }
+    out.insert("annotations".to_owned(), pod["metadata"]["annotations"].clone());
+    Value::Object(out)
+}
