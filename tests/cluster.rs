@@ -288,3 +288,57 @@ async fn ca_bundle_is_patched_where_it_differs() {
     let changed = bounded("ensure_ca_bundle", task).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
     assert!(changed);
 }
+
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    bounded(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+fn watch_stream(events: &[Value]) -> Response<Body> {
+    let stream: Vec<u8> = events
+        .iter()
+        .flat_map(|e| {
+            let mut line = serde_json::to_vec(e).unwrap_or_default();
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    Response::builder().status(200).body(Body::from(stream)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn the_namespace_watch_is_connected_again_after_a_drop_though_nothing_changed() {
+    let (client, mut api) = mock_client();
+    let (cache, driver) = NamespaceCache::start(client, None);
+    let driver = tokio::spawn(driver);
+    assert!(!cache.is_connected(), "not connected before the apiserver answered");
+
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.starts_with("/api/v1/namespaces?") && !uri.contains("watch=true"), "{uri}");
+    send.send_response(respond(200, json!({
+        "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": "1000"}, "items": [namespace_meta("ci", "990", true)]
+    })));
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=1000"), "{uri}");
+    assert!(cache.is_connected(), "a successful list is a connection");
+
+    // The apiserver goes away: the connection drops before any answer.
+    send.send_error(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer"));
+    until("the drop is seen", || !cache.is_connected()).await;
+
+    // After a backoff the same watch again; the apiserver is back and nothing has changed, so the
+    // watch sends no event at all (here it even ends at once).
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=1000"), "resumes, no relist: {uri}");
+    send.send_response(watch_stream(&[]));
+    let (_, uri, _, _pending) = next(&mut api).await;
+    assert!(cache.is_connected(), "connected again as soon as the watch was answered, with no event");
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=1000") && uri.contains("timeoutSeconds=290"), "{uri}");
+    assert!(cache.is_ready() && cache.get("ci").is_some_and(|v| v.is_opted_in()), "the cache kept its namespaces");
+    driver.abort();
+}

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod daemon_config;
+pub mod list_watch;
 pub mod namespaces;
 pub mod version;
 
