@@ -2,9 +2,10 @@
 //! scenario answers the client's requests in order with the shapes a real kube-apiserver sends
 //! (status codes, `Status` bodies, resourceVersions) and checks what the client asked.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use dind_injector::cluster::certs::{SelfManaged, ensure_ca_bundle, ensure_secret};
+use dind_injector::cluster::certs::{SelfManaged, ServingCert, ensure_ca_bundle, ensure_secret, issue};
 use dind_injector::cluster::daemon_config::{self, SyncOutcome};
 use dind_injector::cluster::namespaces::NamespaceCache;
 use dind_injector::namespace::NamespaceLookup;
@@ -216,6 +217,7 @@ fn self_managed() -> SelfManaged {
         namespace: "dind-injector".into(),
         secret: "dind-injector-tls".into(),
         service: "dind-injector".into(),
+        cluster_domain: "cluster.local".into(),
         webhook_configuration: "dind-injector".into(),
     }
 }
@@ -341,4 +343,201 @@ async fn the_namespace_watch_is_connected_again_after_a_drop_though_nothing_chan
     assert!(uri.contains("watch=true") && uri.contains("resourceVersion=1000") && uri.contains("timeoutSeconds=290"), "{uri}");
     assert!(cache.is_ready() && cache.get("ci").is_some_and(|v| v.is_opted_in()), "the cache kept its namespaces");
     driver.abort();
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn tls_secret(rv: &str, cert: &str, key: &str, ca: &str) -> Value {
+    json!({"kind": "Secret", "apiVersion": "v1", "type": "kubernetes.io/tls",
+        "metadata": {"name": "dind-injector-tls", "namespace": "dind-injector", "resourceVersion": rv,
+                     "labels": {"app.kubernetes.io/managed-by": "dind-injector"}},
+        "data": {"tls.crt": b64(cert), "tls.key": b64(key), "ca.crt": b64(ca)}})
+}
+
+/// The subjectAltName entries of a certificate (DNS names as text, anything else tagged).
+fn subject_alt_names(cert: &[u8]) -> Vec<String> {
+    fn item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, mut rest) = rest.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            let (bytes, after) = (rest.get(..n)?, rest.get(n..)?);
+            rest = after;
+            bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+        };
+        Some((tag, rest.get(..len)?, rest.get(len..)?))
+    }
+    let oid = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let Some(at) = cert.windows(oid.len()).position(|w| w == oid) else { return vec![] };
+    let Some((mut tag, mut value, rest)) = cert.get(at + oid.len()..).and_then(item) else { return vec![] };
+    if tag == 0x01 {
+        let Some((t, v, _)) = item(rest) else { return vec![] };
+        (tag, value) = (t, v);
+    }
+    assert_eq!(tag, 0x04, "extnValue is an OCTET STRING");
+    let Some((0x30, mut names, _)) = item(value) else { panic!("GeneralNames is a SEQUENCE") };
+    let mut out = Vec::new();
+    while let Some((tag, value, rest)) = item(names) {
+        out.push(match tag {
+            0x82 => String::from_utf8_lossy(value).into_owned(),
+            0x87 => format!("IP {value:?}"),
+            other => format!("tag {other:#x}"),
+        });
+        names = rest;
+    }
+    out
+}
+
+fn ders(pem: &str) -> Vec<Vec<u8>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes()).map(|c| c.map(|c| c.as_ref().to_vec()).unwrap_or_else(|e| panic!("{e}"))).collect()
+}
+
+fn contains(der: &[u8], text: &str) -> bool {
+    der.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+/// Whether a TLS client trusting `bundle` accepts `leaf` for `name`.
+fn trusted(bundle: &str, leaf: &[u8], name: &str) -> bool {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in ders(bundle) {
+        roots.add(CertificateDer::from(ca)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots)).build().unwrap_or_else(|e| panic!("{e}"));
+    let name = ServerName::try_from(name.to_owned()).unwrap_or_else(|e| panic!("{e}"));
+    verifier.verify_server_cert(&CertificateDer::from(leaf.to_vec()), &[], &name, &[], UnixTime::now()).is_ok()
+}
+
+#[test]
+fn self_managed_certificates_carry_exactly_the_service_names_and_production_names() {
+    rustls::crypto::ring::default_provider().install_default().ok();
+    let mut cfg = self_managed();
+    cfg.service = "dind".into();
+    cfg.namespace = "ci-tools".into();
+    cfg.cluster_domain = "corp.example".into();
+    let issued = issue(&cfg, SystemTime::now()).unwrap_or_else(|e| panic!("{e}"));
+    let leaf = ders(&issued.cert_pem);
+    assert_eq!(leaf.len(), 1, "tls.crt is the serving certificate");
+    assert_eq!(
+        subject_alt_names(&leaf[0]),
+        ["dind", "dind.ci-tools", "dind.ci-tools.svc", "dind.ci-tools.svc.corp.example"],
+        "exactly the Service's names: no 127.0.0.1, ::1 or localhost"
+    );
+    assert!(contains(&leaf[0], "dind.ci-tools.svc"), "CN is the Service's DNS name");
+    let ca = ders(&issued.ca_cert_pem);
+    assert!(contains(&ca[0], "dind-injector webhook CA"));
+    for der in [&leaf[0], &ca[0]] {
+        assert!(!contains(der, "development"), "no development names");
+    }
+    for name in ["dind.ci-tools.svc", "dind.ci-tools.svc.corp.example", "dind"] {
+        assert!(trusted(&issued.ca_cert_pem, &leaf[0], name), "{name}");
+    }
+    for name in ["localhost", "127.0.0.1", "::1", "dind.ci-tools.svc.cluster.local", "other.ci-tools.svc"] {
+        assert!(!trusted(&issued.ca_cert_pem, &leaf[0], name), "{name} must not be trusted");
+    }
+    assert!(!format!("{issued:?}").contains("PRIVATE"), "Debug never shows the key");
+
+    cfg.cluster_domain = "bad domain".into();
+    let e = issue(&cfg, SystemTime::now()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("--cluster-domain") && e.contains("bad domain"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn key_files_are_written_0600_and_owned_by_the_injector() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (cert, key) = (dir.path().join("tls/tls.crt"), dir.path().join("tls/tls.key"));
+    // An older key file left readable by everyone is replaced, not reused.
+    std::fs::create_dir_all(dir.path().join("tls")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&key, "old").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap_or_else(|e| panic!("{e}"));
+    let serving = ServingCert { cert_pem: "CERT\n".into(), key_pem: "KEY\n".into(), ca_bundle_pem: "CA\n".into() };
+    serving.write(&cert, &key).unwrap_or_else(|e| panic!("{e}"));
+    let meta = |p: &std::path::Path| std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(meta(&key).permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta(&cert).permissions().mode() & 0o777, 0o644);
+    assert_eq!(meta(&key).uid(), meta(dir.path()).uid(), "owned by the user the injector runs as");
+    assert_eq!(std::fs::read_to_string(&key).ok().as_deref(), Some("KEY\n"));
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("tls")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert_eq!(left.len(), 2, "no temporary files left: {left:?}");
+}
+
+#[tokio::test]
+async fn renewal_keeps_the_cas_still_valid_and_drops_the_expired_ones() {
+    rustls::crypto::ring::default_provider().install_default().ok();
+    let cfg = self_managed();
+    let days = |n: u64| Duration::from_secs(n * 86_400);
+    // The certificate in use expires in 15 days; an older CA in the bundle expired a year ago.
+    let in_use = issue(&cfg, SystemTime::now() - days(350)).unwrap_or_else(|e| panic!("{e}"));
+    let expired = issue(&cfg, SystemTime::now() - days(800)).unwrap_or_else(|e| panic!("{e}"));
+    let old_bundle = format!("{}{}", in_use.ca_cert_pem, expired.ca_cert_pem);
+
+    let (client, mut api) = mock_client();
+    let task = tokio::spawn(async move { ensure_secret(&client, &self_managed()).await });
+    let (method, uri, _, send) = next(&mut api).await;
+    assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH));
+    send.send_response(respond(200, tls_secret("501", &in_use.cert_pem, &in_use.key_pem, &old_bundle)));
+    let (method, uri, mut body, send) = next(&mut api).await;
+    assert_eq!((method, uri.split('?').next()), (Method::PUT, Some(SECRET_PATH)));
+    assert_eq!(body["metadata"]["resourceVersion"], "501", "the first replica to renew wins; the others get a conflict");
+    let field = |k: &str| {
+        use base64::Engine;
+        let text = body["data"][k].as_str().unwrap_or_default();
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default()).unwrap_or_default()
+    };
+    let (bundle, leaf) = (field("ca.crt"), ders(&field("tls.crt")));
+    let cas = ders(&bundle);
+    assert_eq!(cas.len(), 2, "the new CA and the one still in use, not the expired one");
+    assert_eq!(cas[1], ders(&in_use.ca_cert_pem)[0], "the CA of the certificate still served stays");
+    assert!(!cas.contains(&ders(&expired.ca_cert_pem)[0]), "the expired CA is dropped");
+    assert!(trusted(&bundle, &leaf[0], "dind-injector.dind-injector.svc"), "the new certificate is trusted");
+    assert!(trusted(&bundle, &ders(&in_use.cert_pem)[0], "dind-injector.dind-injector.svc"), "so is the one still in use");
+    assert!(!trusted(&cas_pem(&cas[1]), &leaf[0], "dind-injector.dind-injector.svc"), "the new certificate has a new CA");
+    body["kind"] = json!("Secret");
+    body["apiVersion"] = json!("v1");
+    body["metadata"]["resourceVersion"] = json!("502");
+    send.send_response(respond(200, body));
+    let cert = bounded("ensure_secret", task).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cert.ca_bundle_pem, bundle);
+}
+
+fn cas_pem(der: &[u8]) -> String {
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(der)
+    })
+}
+
+#[tokio::test]
+async fn a_development_certificate_in_the_secret_is_replaced() {
+    rustls::crypto::ring::default_provider().install_default().ok();
+    let dev = dind_injector::certs::generate_dev_certs(&["dind-injector.dind-injector.svc".into()]).unwrap_or_else(|e| panic!("{e}"));
+    let (client, mut api) = mock_client();
+    let task = tokio::spawn(async move { ensure_secret(&client, &self_managed()).await });
+    let (_, _, _, send) = next(&mut api).await;
+    send.send_response(respond(200, tls_secret("9", &dev.tls_cert_pem, &dev.tls_key_pem, &dev.ca_cert_pem)));
+    let (method, _, body, send) = next(&mut api).await;
+    assert_eq!(method, Method::PUT, "replaced though far from expiry");
+    let tls = body["data"]["tls.crt"].as_str().unwrap_or_default().to_owned();
+    let tls = {
+        use base64::Engine;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(tls).unwrap_or_default()).unwrap_or_default()
+    };
+    assert_eq!(subject_alt_names(&ders(&tls)[0]).len(), 4);
+    send.send_response(respond(409, status(409, "Conflict", "the object has been modified", json!({"name": "dind-injector-tls", "kind": "secrets"}))));
+    // Another replica replaced it first: theirs is used.
+    let (method, uri, _, send) = next(&mut api).await;
+    assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH));
+    send.send_response(respond(200, tls_secret("10", "THEIRS", "KEY", "CA")));
+    let cert = bounded("ensure_secret", task).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cert.cert_pem, "THEIRS");
 }

@@ -35,6 +35,7 @@ fn self_managed(args: &ServeArgs) -> SelfManaged {
         namespace: c.pod_namespace.clone(),
         secret: c.tls_secret.clone(),
         service: c.service_name.clone(),
+        cluster_domain: c.cluster_domain.clone(),
         webhook_configuration: c.webhook_configuration.clone(),
     }
 }
@@ -49,7 +50,12 @@ pub async fn start(args: &ServeArgs) -> Result<InCluster, String> {
         let cfg = self_managed(args);
         let cert = certs::ensure_secret(&client, &cfg).await.map_err(|e| e.to_string())?;
         cert.write(&args.tls_cert, &args.tls_key)
-            .map_err(|e| format!("cannot write the self-managed certificate to {}: {e}", args.tls_cert.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot write the self-managed certificate to {}: {e}; --tls-cert and --tls-key must point into a directory the injector's user can write (the tls emptyDir of manifests/overlays/self-managed)",
+                    args.tls_cert.display()
+                )
+            })?;
         if let Err(e) = certs::ensure_ca_bundle(&client, &cfg, &cert.ca_bundle_pem).await {
             tracing::error!(error = %e, "cannot set caBundle in the webhook configurations; the apiserver will not trust this server until it is set");
         }
