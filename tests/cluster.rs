@@ -3,9 +3,11 @@
 //! (status codes, `Status` bodies, resourceVersions) and checks what the client asked.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use dind_injector::cluster::certs::{SelfManaged, ServingCert, ensure_ca_bundle, ensure_secret, issue};
+use dind_injector::cluster::ca_bundle::{BundleWatch, PatchReport, ensure_ca_bundle, watch_ca_bundle};
+use dind_injector::cluster::certs::{SelfManaged, ServingCert, ensure_secret, issue};
 use dind_injector::cluster::daemon_config::{self, SyncOutcome};
 use dind_injector::cluster::namespaces::NamespaceCache;
 use dind_injector::namespace::NamespaceLookup;
@@ -260,7 +262,8 @@ async fn the_first_replica_creates_the_secret_and_the_second_uses_it() {
 async fn ca_bundle_is_patched_where_it_differs() {
     let bundle = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
     let (client, mut api) = mock_client();
-    let task = tokio::spawn(async move { ensure_ca_bundle(&client, &self_managed(), bundle).await });
+    let (report, patched) = counting_report();
+    let task = tokio::spawn(async move { ensure_ca_bundle(&client, &self_managed(), bundle, &report).await });
     let hook = |name: &str, ca: Option<&str>| {
         let mut h = json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
             "clientConfig": {"service": {"namespace": "dind-injector", "name": "dind-injector", "path": "/mutate", "port": 443}}});
@@ -289,6 +292,19 @@ async fn ca_bundle_is_patched_where_it_differs() {
         "metadata": {"name": "dind-injector", "resourceVersion": "44"}, "webhooks": [hook("validate.dind-injector.io", Some(bundle))]})));
     let changed = bounded("ensure_ca_bundle", task).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
     assert!(changed);
+    assert_eq!(patched.load(Ordering::SeqCst), 1, "one patch reported");
+}
+
+/// A report that counts successful patches.
+fn counting_report() -> (PatchReport, Arc<AtomicUsize>) {
+    let patched = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&patched);
+    let report: PatchReport = Arc::new(move |ok| {
+        if ok {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (report, patched)
 }
 
 async fn until(what: &str, condition: impl Fn() -> bool) {
@@ -345,9 +361,21 @@ async fn the_namespace_watch_is_connected_again_after_a_drop_though_nothing_chan
     driver.abort();
 }
 
+const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+
 fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn mutating_configuration(rv: &str, ca: Option<&str>) -> Value {
+    let mut hook = json!({"name": "inject.dind-injector.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+        "clientConfig": {"service": {"namespace": "dind-injector", "name": "dind-injector", "path": "/mutate", "port": 443}}});
+    if let Some(ca) = ca {
+        hook["clientConfig"]["caBundle"] = json!(b64(ca));
+    }
+    json!({"kind": "MutatingWebhookConfiguration", "apiVersion": "admissionregistration.k8s.io/v1",
+           "metadata": {"name": "dind-injector", "uid": format!("uid-{rv}"), "resourceVersion": rv}, "webhooks": [hook]})
 }
 
 fn tls_secret(rv: &str, cert: &str, key: &str, ca: &str) -> Value {
@@ -355,6 +383,82 @@ fn tls_secret(rv: &str, cert: &str, key: &str, ca: &str) -> Value {
         "metadata": {"name": "dind-injector-tls", "namespace": "dind-injector", "resourceVersion": rv,
                      "labels": {"app.kubernetes.io/managed-by": "dind-injector"}},
         "data": {"tls.crt": b64(cert), "tls.key": b64(key), "ca.crt": b64(ca)}})
+}
+
+const BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+#[tokio::test]
+async fn a_webhook_configuration_recreated_without_ca_bundle_is_corrected_by_the_watch() {
+    let (client, mut api) = mock_client();
+    let (report, patched) = counting_report();
+    let (_current_tx, current) = tokio::sync::watch::channel(BUNDLE.to_owned());
+    let shared = BundleWatch { current, secret_changed: Arc::new(tokio::sync::Notify::new()), report };
+    let task = tokio::spawn(watch_ca_bundle::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(
+        client,
+        self_managed(),
+        shared,
+    ));
+
+    // Listed by name, and already right: nothing to do.
+    let (method, uri, _, send) = next(&mut api).await;
+    assert_eq!(method, Method::GET);
+    assert!(uri.starts_with(&format!("{MUTATING}?")) && uri.contains("fieldSelector=metadata.name%3Ddind-injector"), "by name only: {uri}");
+    send.send_response(respond(200, json!({"kind": "MutatingWebhookConfigurationList", "apiVersion": "admissionregistration.k8s.io/v1",
+        "metadata": {"resourceVersion": "100"}, "items": [mutating_configuration("42", Some(BUNDLE))]})));
+
+    // Then watched; a GitOps prune deletes it and applies it again, without caBundle.
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=100") && uri.contains("fieldSelector=metadata.name%3Ddind-injector"), "{uri}");
+    send.send_response(watch_stream(&[
+        json!({"type": "DELETED", "object": mutating_configuration("101", Some(BUNDLE))}),
+        json!({"type": "ADDED", "object": mutating_configuration("102", None)}),
+    ]));
+
+    // Corrected at once (no poll here at all): the Secret is asked for the bundle, then the patch.
+    let (method, uri, _, send) = next(&mut api).await;
+    assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH));
+    send.send_response(respond(200, tls_secret("7", "CERT", "KEY", BUNDLE)));
+    let (method, uri, body, send) = next(&mut api).await;
+    assert_eq!(method, Method::PATCH);
+    assert!(uri.starts_with(&format!("{MUTATING}/dind-injector?")), "{uri}");
+    assert_eq!(body, json!([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": b64(BUNDLE)}]));
+    send.send_response(respond(200, mutating_configuration("103", Some(BUNDLE))));
+
+    // The watch resumes after the recreated object; our own patch is seen and left alone.
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=102"), "{uri}");
+    assert_eq!(patched.load(Ordering::SeqCst), 1);
+    send.send_response(watch_stream(&[json!({"type": "MODIFIED", "object": mutating_configuration("103", Some(BUNDLE))})]));
+    let (_, uri, _, _pending) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=103"), "no patch for a current bundle: {uri}");
+    assert_eq!(patched.load(Ordering::SeqCst), 1);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_bundle_renewed_by_another_replica_is_kept_not_overwritten() {
+    let (client, mut api) = mock_client();
+    let (report, patched) = counting_report();
+    let (_current_tx, current) = tokio::sync::watch::channel(BUNDLE.to_owned());
+    let secret_changed = Arc::new(tokio::sync::Notify::new());
+    let shared = BundleWatch { current, secret_changed: Arc::clone(&secret_changed), report };
+    let task = tokio::spawn(watch_ca_bundle::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(
+        client,
+        self_managed(),
+        shared,
+    ));
+    let renewed = format!("-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n{BUNDLE}");
+    let (_, _, _, send) = next(&mut api).await;
+    send.send_response(respond(200, json!({"kind": "MutatingWebhookConfigurationList", "apiVersion": "admissionregistration.k8s.io/v1",
+        "metadata": {"resourceVersion": "100"}, "items": [mutating_configuration("42", Some(&renewed))]})));
+    let (method, uri, _, send) = next(&mut api).await;
+    assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH), "a bundle we do not know: ask the Secret first");
+    send.send_response(respond(200, tls_secret("8", "CERT2", "KEY2", &renewed)));
+    let (_, uri, _, _pending) = next(&mut api).await;
+    assert!(uri.contains("watch=true"), "no patch: the Secret has that bundle: {uri}");
+    assert_eq!(patched.load(Ordering::SeqCst), 0);
+    bounded("the certificate loop is woken", secret_changed.notified()).await;
+    task.abort();
 }
 
 /// The subjectAltName entries of a certificate (DNS names as text, anything else tagged).

@@ -1,6 +1,6 @@
 //! Self-managed certificates: the CA and serving certificate live in a Secret that the first
 //! replica creates (the others read it); every replica keeps `caBundle` current in the two webhook
-//! configurations, and the certificate is renewed before it expires. The
+//! configurations ([`super::ca_bundle`]), and the certificate is renewed before it expires. The
 //! server serves from files, so a renewal is picked up by the same reload that serves rotated
 //! Secret volumes.
 //!
@@ -16,9 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls::pki_types::CertificateDer;
@@ -331,66 +330,3 @@ fn pem_of(der: &[u8]) -> String {
     out
 }
 
-/// Sets `caBundle` on every webhook of both configurations where it differs; whether anything
-/// changed. A configuration that does not exist (not installed yet) is skipped.
-pub async fn ensure_ca_bundle(client: &Client, cfg: &SelfManaged, ca_bundle_pem: &str) -> Result<bool, ClusterError> {
-    let bundle = ByteString(ca_bundle_pem.as_bytes().to_vec());
-    let mutating = patch_bundle::<MutatingWebhookConfiguration>(client, cfg, ca_bundle_pem, |m| {
-        stale(m.webhooks.iter().flatten().map(|w| w.client_config.ca_bundle.as_ref()), &bundle)
-    })
-    .await?;
-    let validating = patch_bundle::<ValidatingWebhookConfiguration>(client, cfg, ca_bundle_pem, |v| {
-        stale(v.webhooks.iter().flatten().map(|w| w.client_config.ca_bundle.as_ref()), &bundle)
-    })
-    .await?;
-    Ok(mutating || validating)
-}
-
-/// Indices of the webhooks whose caBundle is not `bundle`.
-fn stale<'a>(bundles: impl Iterator<Item = Option<&'a ByteString>>, bundle: &ByteString) -> Vec<usize> {
-    bundles.enumerate().filter(|(_, b)| *b != Some(bundle)).map(|(i, _)| i).collect()
-}
-
-async fn patch_bundle<K>(
-    client: &Client,
-    cfg: &SelfManaged,
-    ca_bundle_pem: &str,
-    stale_of: impl Fn(&K) -> Vec<usize>,
-) -> Result<bool, ClusterError>
-where
-    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let api: Api<K> = Api::all(client.clone());
-    let name = &cfg.webhook_configuration;
-    let what = format!("{} {name}", K::kind(&()));
-    let Some(current) = api.get_opt(name).await.map_err(at(format!("get {what}")))? else {
-        return Ok(false);
-    };
-    let indices = stale_of(&current);
-    if indices.is_empty() {
-        return Ok(false);
-    }
-    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(ca_patch(&indices, ca_pem_b64(ca_bundle_pem))))
-        .await
-        .map_err(at(format!("patch caBundle of {what}")))?;
-    Ok(true)
-}
-
-fn ca_pem_b64(pem: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(pem.as_bytes())
-}
-
-fn ca_patch(indices: &[usize], bundle_b64: String) -> json_patch::Patch {
-    use json_patch::jsonptr::PointerBuf;
-    json_patch::Patch(
-        indices
-            .iter()
-            .map(|i| {
-                json_patch::PatchOperation::Add(json_patch::AddOperation {
-                    path: PointerBuf::from_tokens([String::from("webhooks"), i.to_string(), "clientConfig".into(), "caBundle".into()]),
-                    value: serde_json::Value::String(bundle_b64.clone()),
-                })
-            })
-            .collect(),
-    )
-}
