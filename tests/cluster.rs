@@ -645,3 +645,32 @@ async fn a_development_certificate_in_the_secret_is_replaced() {
     let cert = bounded("ensure_secret", task).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cert.cert_pem, "THEIRS");
 }
+
+#[tokio::test]
+async fn an_expired_resource_version_lists_again() {
+    let (client, mut api) = mock_client();
+    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let (cache, driver) = NamespaceCache::start(client, Some(tx));
+    let driver = tokio::spawn(driver);
+    let list = |rv: &str, names: &[&str]| {
+        respond(200, json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+            "items": names.iter().map(|n| namespace_meta(n, "5", true)).collect::<Vec<_>>()}))
+    };
+    let (_, _, _, send) = next(&mut api).await;
+    send.send_response(list("1000", &["ci"]));
+    assert_eq!(bounded("change", changes.recv()).await.as_deref(), Some("ci"));
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.contains("watch=true"), "{uri}");
+    // What a real apiserver sends when the version was compacted away.
+    send.send_response(watch_stream(&[json!({"type": "ERROR", "object": status(410, "Expired",
+        "too old resource version: 1000 (5000)", json!({}))})]));
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.starts_with("/api/v1/namespaces?") && !uri.contains("watch=true"), "lists again: {uri}");
+    send.send_response(list("5001", &["team-b"]));
+    assert_eq!(bounded("change", changes.recv()).await.as_deref(), Some("team-b"));
+    assert!(cache.get("ci").is_none(), "the relist replaced the cache");
+    let (_, uri, _, _pending) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=5001"), "{uri}");
+    assert!(cache.is_connected());
+    driver.abort();
+}

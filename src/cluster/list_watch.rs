@@ -7,7 +7,7 @@
 //! them as they come (`Init`, `InitApply`…, `InitDone` after each full list).
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
@@ -43,8 +43,8 @@ enum Phase<K> {
     List,
     /// Start a watch from this resourceVersion.
     Watch(String),
-    /// Read the events of an open watch.
-    Watching(String, BoxStream<'static, kube::Result<WatchEvent<K>>>),
+    /// Read the events of an open watch (opened at that instant).
+    Watching(String, Instant, BoxStream<'static, kube::Result<WatchEvent<K>>>),
 }
 
 struct Loop<K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static> {
@@ -93,7 +93,7 @@ where
             self.phase = match phase {
                 Phase::List => self.list().await,
                 Phase::Watch(version) => self.watch(version).await,
-                Phase::Watching(version, stream) => self.read(version, stream).await,
+                Phase::Watching(version, opened, stream) => self.read(version, opened, stream).await,
             };
         }
     }
@@ -148,7 +148,7 @@ where
         match self.api.watch(&params, &version).await {
             Ok(stream) => {
                 self.succeeded();
-                Phase::Watching(version, stream.boxed())
+                Phase::Watching(version, Instant::now(), stream.boxed())
             }
             Err(kube::Error::Api(status)) if status.code == 410 => Phase::List,
             Err(e) => {
@@ -158,7 +158,7 @@ where
         }
     }
 
-    async fn read(&mut self, version: String, mut stream: BoxStream<'static, kube::Result<WatchEvent<K>>>) -> Phase<K> {
+    async fn read(&mut self, version: String, opened: Instant, mut stream: BoxStream<'static, kube::Result<WatchEvent<K>>>) -> Phase<K> {
         let event = match tokio::time::timeout(IDLE_LIMIT, stream.next()).await {
             Ok(event) => event,
             Err(_) => {
@@ -171,14 +171,14 @@ where
             Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
                 let version = o.resource_version().filter(|v| !v.is_empty()).unwrap_or(version);
                 self.pending.push_back(Signal::Event(watcher::Event::Apply(o)));
-                Phase::Watching(version, stream)
+                Phase::Watching(version, opened, stream)
             }
             Some(Ok(WatchEvent::Deleted(o))) => {
                 let version = o.resource_version().filter(|v| !v.is_empty()).unwrap_or(version);
                 self.pending.push_back(Signal::Event(watcher::Event::Delete(o)));
-                Phase::Watching(version, stream)
+                Phase::Watching(version, opened, stream)
             }
-            Some(Ok(WatchEvent::Bookmark(b))) => Phase::Watching(b.metadata.resource_version, stream),
+            Some(Ok(WatchEvent::Bookmark(b))) => Phase::Watching(b.metadata.resource_version, opened, stream),
             // The version is too old to resume from: list again (at once, this is no outage).
             Some(Ok(WatchEvent::Error(status))) if status.code == 410 => Phase::List,
             Some(Ok(WatchEvent::Error(status))) => {
@@ -189,8 +189,14 @@ where
                 self.failed(e);
                 Phase::Watch(version)
             }
-            // The apiserver closed the watch (its timeout): resume where it ended.
-            None => Phase::Watch(version),
+            // The apiserver closed the watch (its timeout): resume where it ended. Something that
+            // closes every watch at once (a proxy) is not hammered: a short pause first.
+            None => {
+                if opened.elapsed() < Duration::from_secs(1) {
+                    self.wait = Some(FIRST_BACKOFF);
+                }
+                Phase::Watch(version)
+            }
         }
     }
 }
