@@ -157,7 +157,7 @@ pub fn generate_dev_certs(hosts: &[String]) -> Result<DevCerts, CertError> {
 }
 
 /// Whether `name` is a DNS name a certificate can carry (a leading `*.` wildcard allowed).
-fn is_dns_name(name: &str) -> bool {
+pub(crate) fn is_dns_name(name: &str) -> bool {
     let name = name.strip_prefix("*.").unwrap_or(name);
     name.len() <= 253
         && name.split('.').all(|label| {
@@ -293,7 +293,7 @@ fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, rest.get(..len)?, rest.get(len..)?))
 }
 
-fn days_since_epoch(t: SystemTime) -> i64 {
+pub(crate) fn days_since_epoch(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs() / 86_400).unwrap_or(0))
 }
 
@@ -323,7 +323,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// The date `days` after the epoch as rcgen's year, month, day.
-fn ymd(days: i64) -> (i32, u8, u8) {
+pub(crate) fn ymd(days: i64) -> (i32, u8, u8) {
     let (y, m, d) = civil_from_days(days);
     (i32::try_from(y).unwrap_or(2000), m, d)
 }

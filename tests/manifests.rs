@@ -1512,7 +1512,7 @@ fn self_managed_overlay() {
             "mutatingwebhookconfigurations",
             "validatingwebhookconfigurations",
         ],
-        &["get", "patch"],
+        &["get", "list", "watch", "patch"],
         &[name_of(&mutating.metadata)],
     ));
     assert_eq!(name_of(&mutating.metadata), name_of(&validating.metadata));

@@ -3,7 +3,9 @@
 //! apiserver exchanges (`tests/cluster.rs`); the decisions stay in the pure core.
 
 pub mod certs;
+pub mod ca_bundle;
 pub mod daemon_config;
+pub mod list_watch;
 pub mod namespaces;
 pub mod version;
 

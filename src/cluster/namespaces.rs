@@ -1,6 +1,7 @@
 //! The namespace cache: a reflector over the namespaces' metadata (labels and annotations are all
 //! the injector reads). The request path only reads memory; when the apiserver goes away the
-//! cache keeps serving what it last saw, and says so.
+//! cache keeps serving what it last saw, and says so. The loop is [`super::list_watch`] rather
+//! than kube-runtime's watcher so that "connected" follows every request, not only object events.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,10 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
+use std::time::Instant;
+
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::mpsc;
+
+use super::list_watch::{Signal, list_watch};
 
 use crate::namespace::{NamespaceLookup, NamespaceView};
 
@@ -48,17 +53,36 @@ impl NamespaceCache {
         };
         // An Api over PartialObjectMeta asks for metadata only: no namespace specs or status.
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
         let driver = {
             let cache = cache.clone();
+            let mut writer = writer;
             async move {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(event) => {
+                let mut stream = std::pin::pin!(list_watch(api, None));
+                // When the watch was lost, and why: for the reconnection log line.
+                let mut lost: Option<Instant> = None;
+                while let Some(signal) = stream.next().await {
+                    match signal {
+                        Signal::Connected => {
                             if !cache.connected.swap(true, Ordering::AcqRel) {
-                                tracing::info!("namespace watch connected");
+                                match lost.take() {
+                                    Some(since) => tracing::info!(
+                                        outage_seconds = since.elapsed().as_secs(),
+                                        "namespace watch reconnected; the cache follows the apiserver again"
+                                    ),
+                                    None => tracing::info!("namespace watch connected"),
+                                }
                             }
+                        }
+                        Signal::Failed(e) => {
+                            if cache.connected.swap(false, Ordering::AcqRel) {
+                                lost = Some(Instant::now());
+                                tracing::warn!(error = %e, "namespace watch lost; serving from the cache as last synced until it reconnects");
+                            } else {
+                                tracing::debug!(error = %e, "namespace watch still failing");
+                            }
+                        }
+                        Signal::Event(event) => {
+                            writer.apply_watcher_event(&event);
                             let notify = |name: Option<String>| {
                                 if let (Some(tx), Some(name)) = (&changes, name) {
                                     let _ = tx.send(name);
@@ -75,13 +99,6 @@ impl NamespaceCache {
                                 watcher::Event::Init | watcher::Event::InitApply(_) => {}
                             }
                         }
-                        Err(e) => {
-                            if cache.connected.swap(false, Ordering::AcqRel) {
-                                tracing::warn!(error = %e, "namespace watch lost; serving from the cache as last synced until it reconnects");
-                            } else {
-                                tracing::debug!(error = %e, "namespace watch still failing");
-                            }
-                        }
                     }
                 }
             }
@@ -89,7 +106,8 @@ impl NamespaceCache {
         (cache, driver)
     }
 
-    /// Whether the watch is connected now (false while the apiserver is away).
+    /// Whether the last list or watch request succeeded (false while the apiserver is away). A
+    /// watch that resumes after an outage sets it at once, whether or not anything changed.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }

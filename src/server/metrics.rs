@@ -52,6 +52,8 @@ pub struct Metrics {
     certificate_not_after: Gauge,
     inflight: Gauge,
     namespace_watch_connected: Gauge,
+    ca_bundle_patches: Family<ResultLabel, Counter>,
+    ca_bundle_last_patch: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,6 +75,8 @@ impl Metrics {
         let certificate_not_after = Gauge::default();
         let inflight = Gauge::default();
         let namespace_watch_connected = Gauge::default();
+        let ca_bundle_patches = Family::<ResultLabel, Counter>::default();
+        let ca_bundle_last_patch = Gauge::default();
         registry.register(
             "dind_injector_namespace_watch_connected",
             "1 while the namespace watch is connected; 0 while the injector serves from its cache alone",
@@ -106,6 +110,16 @@ impl Metrics {
             certificate_not_after.clone(),
         );
         registry.register("dind_injector_inflight_reviews", "Reviews being answered now", inflight.clone());
+        registry.register(
+            "dind_injector_ca_bundle_patches",
+            "caBundle patches of the webhook configurations (self-managed certificates), each one needed because a webhook's caBundle was missing or out of date",
+            ca_bundle_patches.clone(),
+        );
+        registry.register(
+            "dind_injector_ca_bundle_last_patch_timestamp_seconds",
+            "When caBundle was last patched successfully (Unix time; 0 if never by this replica)",
+            ca_bundle_last_patch.clone(),
+        );
         Metrics {
             registry,
             reviews,
@@ -116,6 +130,8 @@ impl Metrics {
             certificate_not_after,
             inflight,
             namespace_watch_connected,
+            ca_bundle_patches,
+            ca_bundle_last_patch,
         }
     }
 
@@ -154,6 +170,14 @@ impl Metrics {
     /// Records whether the namespace watch is connected.
     pub fn set_namespace_watch_connected(&self, connected: bool) {
         self.namespace_watch_connected.set(i64::from(connected));
+    }
+
+    /// Counts a caBundle patch, and when it succeeded, its time (Unix seconds).
+    pub fn record_ca_bundle_patch(&self, ok: bool, unix_seconds: i64) {
+        self.ca_bundle_patches.get_or_create(&result(ok)).inc();
+        if ok {
+            self.ca_bundle_last_patch.set(unix_seconds);
+        }
     }
 
     /// Sets the served certificate's expiry (Unix seconds).
@@ -205,6 +229,9 @@ mod tests {
         m.record_certificate_reload(false);
         m.record_config_reload(true);
         m.set_certificate_not_after(1_900_000_000);
+        m.record_ca_bundle_patch(true, 1_800_000_000);
+        m.record_ca_bundle_patch(false, 1_800_000_100);
+        m.set_namespace_watch_connected(true);
         drop(m.inflight());
         let text = m.render();
         for name in [
@@ -214,6 +241,10 @@ mod tests {
             "dind_injector_config_reloads_total{result=\"success\"} 1",
             "dind_injector_certificate_not_after_seconds 1900000000",
             "dind_injector_inflight_reviews 0",
+            "dind_injector_ca_bundle_patches_total{result=\"success\"} 1",
+            "dind_injector_ca_bundle_patches_total{result=\"failure\"} 1",
+            "dind_injector_ca_bundle_last_patch_timestamp_seconds 1800000000",
+            "dind_injector_namespace_watch_connected 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

@@ -78,12 +78,17 @@ pub struct ClusterArgs {
     /// The namespace the injector runs in.
     #[arg(long, env = "POD_NAMESPACE", default_value = "dind-injector", value_name = "NAMESPACE")]
     pub pod_namespace: String,
-    /// The injector's Service (the certificate is for <service>.<namespace>.svc).
+    /// The injector's Service (the self-managed certificate is for <service>, <service>.<namespace>,
+    /// <service>.<namespace>.svc and <service>.<namespace>.svc.<cluster domain>).
     #[arg(long, env = "DIND_INJECTOR_SERVICE", default_value = "dind-injector", value_name = "NAME")]
     pub service_name: String,
     /// The Secret of self-managed certificates.
     #[arg(long, env = "DIND_INJECTOR_TLS_SECRET", default_value = "dind-injector-tls", value_name = "NAME")]
     pub tls_secret: String,
+    /// The cluster DNS domain, for the last name of the self-managed serving certificate
+    /// (<service>.<namespace>.svc.<domain>).
+    #[arg(long, env = "DIND_INJECTOR_CLUSTER_DOMAIN", default_value = "cluster.local", value_name = "DOMAIN")]
+    pub cluster_domain: String,
     /// The name of both webhook configurations (for caBundle).
     #[arg(long, env = "DIND_INJECTOR_WEBHOOK_CONFIGURATION", default_value = "dind-injector", value_name = "NAME")]
     pub webhook_configuration: String,
