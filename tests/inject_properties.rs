@@ -197,14 +197,11 @@ prop_compose! {
             }).collect();
         }
         if let Some(g) = fs_group { pod["spec"]["securityContext"] = json!({"fsGroup": g}); }
-        if let Some((user, group)) = run_as {
-            if let Some(cs) = pod["spec"]["containers"].as_array_mut() {
-                if let Some(c) = cs.first_mut() {
-                    c["securityContext"] = json!({"runAsUser": user * 1000});
-                    if let Some(g) = group { c["securityContext"]["runAsGroup"] = json!(g * 1000); }
-                }
+        if let Some((user, group)) = run_as
+            && let Some(c) = pod["spec"]["containers"].as_array_mut().and_then(|cs| cs.first_mut()) {
+                c["securityContext"] = json!({"runAsUser": user * 1000});
+                if let Some(g) = group { c["securityContext"]["runAsGroup"] = json!(g * 1000); }
             }
-        }
         if with_aliases { pod["spec"]["hostAliases"] = json!([{"ip": "127.0.0.1", "hostnames": ["postgres"]}]); }
         pod
     }

@@ -323,7 +323,8 @@ mod tests {
         let c = Config::default();
         let names = InjectedNames { container: "dind".into(), storage: "s".into(), daemon_config: "d".into(), shared: Some("certs".into()) };
         let plan = sidecar::build(&settings(Transport::TcpTls), &c, &names, 0);
-        let table: [(&[(&str, &str)], &str, bool); 5] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, bool);
+        let table: [Case; 5] = [
             (&[], "/certs/client", false),
             (&[("DOCKER_TLS_CERTDIR", "/tls/")], "/tls/client", false),
             (&[("DOCKER_TLS_CERTDIR", "/tls"), ("DOCKER_CERT_PATH", "/job/certs")], "/job/certs", false),

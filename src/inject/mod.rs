@@ -424,6 +424,7 @@ fn pick_targets(
     targets
 }
 
+#[allow(clippy::too_many_arguments)]
 fn add_to_job_container(
     patch: &mut PatchBuilder,
     index: usize,
