@@ -324,7 +324,8 @@ fn expr_env(c: &Container, expr: &str, sidecar: &[EnvVar], taken: &[EnvVar]) -> 
         };
         let mut copy = e.clone();
         match (&copy.value, copy.value_from.as_mut()) {
-            (Some(v), None) if !v.contains("$(") => {}
+            // An empty value is dropped by the apiserver: the stored sidecar would differ.
+            (Some(v), None) if !v.is_empty() && !v.contains("$(") => {}
             (None, Some(from)) if from.field_ref.is_some() && from.config_map_key_ref.is_none() && from.secret_key_ref.is_none() && from.resource_field_ref.is_none() => {
                 if let Some(f) = from.field_ref.as_mut() {
                     // The apiserver fills this default; set it so the stored sidecar is unchanged.
@@ -506,12 +507,14 @@ mod tests {
         let s: PodSpec = serde_json::from_value(serde_json::json!({
             "containers": [{"name": "build", "env": [
                 {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}}
+                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+                {"name": "EMPTY", "value": ""}
             ], "volumeMounts": [
                 {"name": "repo", "mountPath": "/builds", "subPathExpr": "$(POD)"},
-                {"name": "cache", "mountPath": "/cache", "subPathExpr": "$(MEM)"}
+                {"name": "cache", "mountPath": "/cache", "subPathExpr": "$(MEM)"},
+                {"name": "tmp", "mountPath": "/tmp", "subPathExpr": "x$(EMPTY)"}
             ]}],
-            "volumes": [{"name": "repo", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]
+            "volumes": [{"name": "repo", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
         }))
         .unwrap_or_default();
         let mut w = Vec::new();
@@ -519,7 +522,7 @@ mod tests {
         assert_eq!(paths(&m), ["/builds"]);
         assert_eq!(m.env.len(), 1);
         assert_eq!(m.env[0].value_from.as_ref().and_then(|f| f.field_ref.as_ref()).and_then(|f| f.api_version.as_deref()), Some("v1"));
-        assert!(w.len() == 1 && w[0].contains("subPathExpr") && w[0].contains("/cache"), "{w:?}");
+        assert!(w.len() == 2 && w[0].contains("subPathExpr") && w[0].contains("/cache") && w[1].contains("/tmp"), "{w:?}");
     }
 
     #[test]
