@@ -2,9 +2,9 @@
 # Builds the images the pod-shaped job tests (tests/jobs.rs) run, offline from Debian's packages
 # (debootstrap; nothing comes from Docker Hub), into the test engine (scripts/test-engine.sh):
 #
-#   dind        the sidecar's image: Debian + docker.io + iptables + openssl + ca-certificates,
+#   dind        the sidecar's image: Debian + docker.io and docker-cli + iptables + openssl + ca-certificates,
 #               with scripts/test-images/dockerd-entrypoint.sh and dind on PATH
-#   job         a CI job's image: Debian + docker.io (the docker CLI) + docker-compose + curl +
+#   job         a CI job's image: Debian + docker-cli + docker-compose (v2, also a CLI plugin) + curl +
 #               busybox-static
 #   busybox     FROM scratch with a static busybox: what job scripts run inside the nested daemon
 #   docker-cli  busybox + the docker CLI and the libraries it links: the "scanner" image that
@@ -17,12 +17,15 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${DIND_INJECTOR_IMAGE_CACHE:-/var/cache/dind-injector/images}
-suite=bookworm
+# trixie: its docker.io (26.1) is a dockerd as recent as the docker:dind images the injector is
+# used with; bookworm's 20.10 still writes /etc/docker/key.json and cannot start with the
+# read-only daemon.json ConfigMap mounted there.
+suite=${DIND_INJECTOR_TEST_SUITE:-trixie}
 mirror=${DIND_INJECTOR_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 sock=$(sh "$here/test-engine.sh" start)
 export DOCKER_HOST="unix://$sock"
 
-key=$(cat "$0" "$here"/test-images/* | sha256sum | cut -c1-16)
+key=$( (echo "$suite"; cat "$0" "$here"/test-images/*) | sha256sum | cut -c1-16)
 repo=dind-injector-test
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -53,7 +56,7 @@ if [ ! -s "$cache/dind-$key.tar" ] || [ ! -s "$cache/job-$key.tar" ]; then
 	mkdir -p "$work"
 	say "debootstrap $suite for the dind image (a few minutes, once; log: $log)"
 	debootstrap --variant=minbase \
-		--include=docker.io,iptables,openssl,ca-certificates,procps,xz-utils,pigz \
+		--include=docker.io,docker-cli,iptables,openssl,ca-certificates,procps,xz-utils,pigz \
 		"$suite" "$work/dind" "$mirror" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 	install -m 0755 "$here/test-images/dockerd-entrypoint.sh" "$work/dind/usr/local/bin/dockerd-entrypoint.sh"
 	install -m 0755 "$here/test-images/dind" "$work/dind/usr/local/bin/dind"
@@ -66,7 +69,7 @@ if [ ! -s "$cache/dind-$key.tar" ] || [ ! -s "$cache/job-$key.tar" ]; then
 
 	say "the job image: the same base plus docker-compose, curl and busybox-static"
 	debootstrap --variant=minbase \
-		--include=docker.io,docker-compose,curl,ca-certificates,busybox-static,procps \
+		--include=docker-cli,docker-compose,curl,ca-certificates,busybox-static,procps \
 		"$suite" "$work/job" "$mirror" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 	rm -rf "$work/job/var/cache/apt/archives/"*.deb "$work/job/var/lib/apt/lists/"*
 
@@ -77,8 +80,9 @@ fi
 # The two small images for the nested daemon, cut from the job root file system.
 if [ ! -s "$cache/busybox-$key.tar" ] || [ ! -s "$cache/docker-cli-$key.tar" ]; then
 	rm -rf "$work/small" && mkdir -p "$work/small/job"
-	tar -C "$work/small/job" -xf "$cache/job-$key.tar" ./bin/busybox ./usr/bin/docker 2>/dev/null ||
-		tar -C "$work/small/job" -xf "$cache/job-$key.tar" ./usr/bin/busybox ./bin/busybox ./usr/bin/docker 2>/dev/null || :
+	for f in ./usr/bin/busybox ./bin/busybox ./usr/bin/docker ./bin/docker; do
+		tar -C "$work/small/job" -xf "$cache/job-$key.tar" "$f" 2>/dev/null || :
+	done
 	bb=$(ls "$work/small/job/bin/busybox" "$work/small/job/usr/bin/busybox" 2>/dev/null | head -n 1)
 	[ -n "$bb" ] || { say "no busybox in the job image"; exit 1; }
 	b="$work/small/busybox"
