@@ -8,9 +8,9 @@
 #   sh scripts/test-engine.sh stop    stop it (images stay in the data root)
 #   sh scripts/test-engine.sh socket  print the socket path
 #
-# It changes nothing in the host's network: no default bridge and no iptables rules (the
-# sandboxes use `--network none`; the nested daemon's bridge and rules live in the pod's own
-# network namespace). DIND_INJECTOR_ENGINE_DIR moves the cache (default
+# It leaves the host's network alone: no default bridge, no iptables rules, no ip_forward
+# change. Each sandbox gets an `--internal` bridge network (no default route in the pod); the
+# nested daemon's bridge and rules live in the pod's own network namespace. DIND_INJECTOR_ENGINE_DIR moves the cache (default
 # /var/cache/dind-injector/engine).
 set -eu
 dir=${DIND_INJECTOR_ENGINE_DIR:-/var/cache/dind-injector/engine}
@@ -47,7 +47,7 @@ start)
 		--exec-root="$dir/exec" \
 		--pidfile="$pidfile" \
 		--host="unix://$sock" \
-		--bridge=none --iptables=false --ip-masq=false \
+		--bridge=none --iptables=false --ip-masq=false --ip-forward=false \
 		--cgroup-parent=dind-injector-test \
 		--storage-driver=overlay2 \
 		</dev/null >>"$dir/dockerd.log" 2>&1 &

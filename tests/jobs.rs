@@ -9,8 +9,8 @@
 //!
 //! What stands in for the pod (tests/support/engine.rs):
 //! - the sidecar and the job container are separate containers; a pause container owns the one
-//!   network namespace (`--network none`: loopback only, nothing routes off this machine) and the
-//!   pod's hostAliases (`--add-host`, so `docker -> 127.0.0.1`); the others join it with
+//!   network namespace (eth0 on an `--internal` network the test creates, MTU 1400, no default
+//!   route: nothing routes off this machine) and the pod's hostAliases (`--add-host`, so `docker -> 127.0.0.1`); the others join it with
 //!   `--network container:` (and its IPC namespace);
 //! - every volume is a host directory bind-mounted where each container mounts it, `subPath`
 //!   and `readOnly` honoured; emptyDirs are mode 0777 (with `fsGroup`: that group and setgid, as
@@ -29,8 +29,8 @@
 //! - no registry: the images a job uses (`busybox`, `docker:cli`) are loaded into the nested
 //!   daemon during setup, standing in for a pull.
 //!
-//! What does not: no kubelet, no CNI (no pod IP or eth0, so the `auto` MTU finds nothing to
-//! match), no apiserver defaults beyond the fixtures, no service-account token semantics (a
+//! What does not: no kubelet, no CNI (the engine's bridge stands in for the pod network), no
+//! apiserver defaults beyond the fixtures, no service-account token semantics (a
 //! stand-in file), no resource limits or sizeLimit enforcement, no UTS sharing, and the runner's
 //! own processes in the job container (agent, helper, tini) are not run: it sleeps while scripts
 //! are exec'd into it. Other containers of the pod (services, the helper, the agent) are not
@@ -82,6 +82,8 @@ enum Scenario {
     PublishedPort,
     /// The TLS port refuses a client without the certificate.
     TlsRefusesStrangers,
+    /// `mtu: auto`: nested containers and new networks get the pod interface's MTU.
+    Mtu,
     /// The control: with mirroring turned off, the daemon does not see the workspace (the
     /// failure issue 9 reported), so `BindWorkspace` passing elsewhere means something.
     WorkspaceNotMirrored,
@@ -89,7 +91,7 @@ enum Scenario {
 
 use Scenario::*;
 
-const ALL: &[Scenario] = &[Info, Build, BindWorkspace, Compose, Scanner, PublishedPort];
+const ALL: &[Scenario] = &[Info, Build, BindWorkspace, Compose, Scanner, PublishedPort, Mtu];
 
 const MIRROR: &str = "https://mirror.dind-injector.test";
 
@@ -152,6 +154,14 @@ docker rm -f web >/dev/null
 if DOCKER_TLS_VERIFY= DOCKER_CERT_PATH= docker --host=tcp://127.0.0.1:2376 --tls version >/dev/null 2>&1; then echo "a client with TLS but no certificate got in"; else echo refused-without-a-client-certificate; fi
 "#,
             vec!["refused-without-certificates", "refused-without-a-client-certificate"],
+        ),
+        Mtu => (
+            r#"echo "container mtu $(docker run --rm busybox cat /sys/class/net/eth0/mtu)"
+docker network create job-net >/dev/null
+echo "new network mtu $(docker run --rm --network job-net busybox cat /sys/class/net/eth0/mtu)"
+docker network rm job-net >/dev/null
+"#,
+            vec!["container mtu 1400", "new network mtu 1400"],
         ),
         WorkspaceNotMirrored => (
             r#"echo written-by-the-job > marker
@@ -224,11 +234,10 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
     let setup = started.elapsed().as_secs_f64();
 
     let mut failures: Vec<String> = Vec::new();
-    // Nothing leaves the pod: the only interfaces are loopback and what the nested daemon made.
-    let ifaces = sb.in_sidecar("ls /sys/class/net");
-    let foreign: Vec<&str> = ifaces.split_whitespace().filter(|i| !(*i == "lo" || *i == "docker0" || i.starts_with("veth") || i.starts_with("br-"))).collect();
-    if !foreign.is_empty() {
-        failures.push(format!("the pod's network namespace has interfaces besides loopback and the nested daemon's: {foreign:?}"));
+    // Nothing leaves the pod: no default route in its network namespace.
+    let routes = sb.in_sidecar("cat /proc/net/route");
+    if routes.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("00000000")) {
+        failures.push(format!("the pod's network namespace has a default route:\n{routes}"));
     }
     // TCP listeners of the daemon only on 127.0.0.1 (2375 = 0x094F, 2376 = 0x0950).
     let listening = sb.in_sidecar("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" {print $2}'");

@@ -1,8 +1,9 @@
 //! Pod-shaped sandboxes on a real container engine, for tests/jobs.rs.
 //!
 //! A `Sandbox` is one injected pod run as separate containers on the test engine
-//! (scripts/test-engine.sh): a pause container owning the network namespace (`--network none`,
-//! so only loopback, plus the pod's hostAliases as `--add-host`), the injected sidecar, and one
+//! (scripts/test-engine.sh): a pause container owning the network namespace (on an `--internal`
+//! network of its own with MTU 1400: eth0 without a default route, plus the pod's hostAliases
+//! as `--add-host`), the injected sidecar, and one
 //! job container joined to it with `--network container:<pause>`. Volumes are host directories
 //! bind-mounted where the pod mounts them (`subPath`, `readOnly` honoured); the daemon.json
 //! ConfigMap is a directory holding daemon.json. Every container gets its command, args, env,
@@ -122,6 +123,9 @@ impl Engine {
     }
 }
 
+/// The MTU of the pod's interface (`eth0`).
+pub const POD_MTU: u32 = 1400;
+
 /// At most two sandboxes at a time (the machine is shared).
 pub struct Slot;
 
@@ -165,6 +169,7 @@ pub struct Sandbox {
     pub sidecar: String,
     pub job: String,
     containers: Vec<String>,
+    network: Option<String>,
     pub sidecar_spec: Container,
     pub job_spec: Container,
     /// Seconds from the sidecar's start until its startup probe passed.
@@ -176,6 +181,9 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         for c in self.containers.iter().rev() {
             let _ = self.engine.cmd().args(["rm", "-f", "-v", c]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        if let Some(net) = &self.network {
+            let _ = self.engine.cmd().args(["network", "rm", net]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
         // The nested daemon's files belong to root and may be read-only; TempDir's own removal
         // handles the rest.
@@ -211,6 +219,7 @@ impl Sandbox {
             sidecar: format!("{prefix}-{}", sidecar_spec.name),
             job: format!("{prefix}-{}", job_spec.name),
             containers: Vec::new(),
+            network: None,
             sidecar_spec: sidecar_spec.clone(),
             job_spec: job_spec.clone(),
             ready_after: 0.0,
@@ -244,9 +253,13 @@ impl Sandbox {
             }
         }
 
-        // The pause container owns the network namespace: loopback only, and /etc/hosts with the
-        // pod's hostAliases.
-        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), sb.pause.clone(), "--network".into(), "none".into(), "--ipc".into(), "shareable".into()];
+        // The pod's network: an `--internal` bridge of its own (no default route, so nothing
+        // leaves this machine; the only other address on it is the engine's end of the bridge),
+        // with an MTU below the usual 1500, as on an overlay network, so `mtu: auto` shows.
+        sb.network = Some(format!("{prefix}-net"));
+        engine.docker(&["network", "create", "--internal", "-o", &format!("com.docker.network.driver.mtu={POD_MTU}"), &format!("{prefix}-net")])?;
+        // The pause container owns the network namespace, and /etc/hosts with the pod's hostAliases.
+        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), sb.pause.clone(), "--network".into(), format!("{prefix}-net"), "--ipc".into(), "shareable".into()];
         args.push("--hostname".into());
         args.push(pod.metadata.name.clone().unwrap_or_else(|| "pod".into()).chars().take(63).collect());
         for alias in spec.host_aliases.iter().flatten() {
@@ -257,6 +270,11 @@ impl Sandbox {
         }
         args.extend(["--entrypoint".into(), "/bin/sleep".into(), engine.images["job"].clone(), "infinity".into()]);
         sb.create(&args)?;
+        // The engine (20.10, no iptables) still gives an internal network's containers a default
+        // route via its end of the bridge; the pod must have none, so it goes before anything
+        // else runs in the namespace.
+        let pid = engine.docker(&["inspect", "-f", "{{.State.Pid}}", &sb.pause])?;
+        run(Command::new("nsenter").args(["-t", pid.trim(), "-n", "ip", "route", "del", "default"]), "removing the pod's default route")?;
 
         // The sidecar, exactly as injected.
         let started = Instant::now();
