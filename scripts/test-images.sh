@@ -123,7 +123,8 @@ docker import --change 'CMD ["/bin/sh"]' \
 	"$cache/job-$key.tar" "$repo/job:$key" >/dev/null
 docker import --change 'CMD ["sh"]' --change 'ENV PATH=/bin' "$cache/busybox-$key.tar" "$repo/busybox:$key" >/dev/null
 docker import --change 'CMD ["docker", "version"]' --change 'ENV PATH=/usr/bin:/bin' "$cache/docker-cli-$key.tar" "$repo/docker-cli:$key" >/dev/null
-# Earlier recipes' root file systems are not needed any more.
+# Earlier recipes' images and root file systems are not needed any more.
+docker images --format '{{.Repository}}:{{.Tag}}' | grep "^$repo/" | grep -v ":$key\$" | xargs -r docker rmi >/dev/null 2>&1 || :
 for old in "$cache"/*.tar; do
 	case "$old" in *"-$key.tar") ;; *) rm -f "$old" ;; esac
 done

@@ -29,6 +29,11 @@
 //! - no registry: the images a job uses (`busybox`, `docker:cli`) are loaded into the nested
 //!   daemon during setup, standing in for a pull.
 //!
+//! The nested daemon makes its bridge and NAT rules inside the pod's network namespace with
+//! iptables' nf_tables backend (Debian's default; this kernel has nf_tables, and the test
+//! image's entrypoint falls back to the legacy backend where it is missing, as docker:dind
+//! does); each test prints the backend it got.
+//!
 //! What does not: no kubelet, no CNI (the engine's bridge stands in for the pod network), no
 //! apiserver defaults beyond the fixtures, no service-account token semantics (a
 //! stand-in file), no resource limits or sizeLimit enforcement, no UTS sharing, and the runner's
@@ -39,10 +44,11 @@
 //! Needs root, Debian's docker.io and debootstrap (`make test-deps` installs them). Without them
 //! the tests say so and skip, unless `DIND_INJECTOR_REQUIRE_DOCKERD=1` (set by `make test`).
 
-mod support;
 #[path = "support/engine.rs"]
 mod engine;
+mod support;
 
+use std::io::Write;
 use std::time::Instant;
 
 use dind_injector::config::Config;
@@ -91,13 +97,24 @@ enum Scenario {
 
 use Scenario::*;
 
-const ALL: &[Scenario] = &[Info, Build, BindWorkspace, Compose, Scanner, PublishedPort, Mtu];
+const ALL: &[Scenario] = &[
+    Info,
+    Build,
+    BindWorkspace,
+    Compose,
+    Scanner,
+    PublishedPort,
+    Mtu,
+];
 
 const MIRROR: &str = "https://mirror.dind-injector.test";
 
 fn script(s: Scenario) -> (&'static str, Vec<&'static str>) {
     match s {
-        Info => ("docker info --format 'mirrors={{json .RegistryConfig.Mirrors}}'\n", vec!["mirror.dind-injector.test"]),
+        Info => (
+            "docker info --format 'mirrors={{json .RegistryConfig.Mirrors}}'\n",
+            vec!["mirror.dind-injector.test"],
+        ),
         Build => (
             r#"mkdir -p ctx
 echo from-the-workspace > ctx/msg
@@ -153,7 +170,10 @@ docker rm -f web >/dev/null
             r#"if DOCKER_TLS_VERIFY= DOCKER_CERT_PATH= docker --host=tcp://127.0.0.1:2376 version >/dev/null 2>&1; then echo "a client without certificates got in"; else echo refused-without-certificates; fi
 if DOCKER_TLS_VERIFY= DOCKER_CERT_PATH= docker --host=tcp://127.0.0.1:2376 --tls version >/dev/null 2>&1; then echo "a client with TLS but no certificate got in"; else echo refused-without-a-client-certificate; fi
 "#,
-            vec!["refused-without-certificates", "refused-without-a-client-certificate"],
+            vec![
+                "refused-without-certificates",
+                "refused-without-a-client-certificate",
+            ],
         ),
         Mtu => (
             r#"echo "container mtu $(docker run --rm busybox cat /sys/class/net/eth0/mtu)"
@@ -167,20 +187,29 @@ docker network rm job-net >/dev/null
             r#"echo written-by-the-job > marker
 if docker run --rm -v "$PWD":/src busybox cat /src/marker; then echo "the daemon saw the workspace"; else echo the-daemon-does-not-see-the-workspace; fi
 "#,
-            vec!["No such file or directory", "the-daemon-does-not-see-the-workspace"],
+            vec![
+                "No such file or directory",
+                "the-daemon-does-not-see-the-workspace",
+            ],
         ),
     }
 }
 
 fn engine_or_skip(test: &str) -> Option<&'static Engine> {
-    let why = engine::missing_prerequisite().map(Err).unwrap_or_else(|| engine::engine().map(|_| ()));
+    let why = engine::missing_prerequisite()
+        .map(Err)
+        .unwrap_or_else(|| engine::engine().map(|_| ()));
     match why {
         Ok(()) => engine::engine().ok(),
         Err(why) => {
             if std::env::var("DIND_INJECTOR_REQUIRE_DOCKERD").as_deref() == Ok("1") {
                 panic!("{test}: the engine tests cannot run: {why}");
             }
-            eprintln!("SKIPPED {test}: {why} (set DIND_INJECTOR_REQUIRE_DOCKERD=1 to make this a failure)");
+            // Straight to stderr: the test harness hides what eprintln! prints in a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {why} (set DIND_INJECTOR_REQUIRE_DOCKERD=1 to make this a failure)"
+            );
             None
         }
     }
@@ -194,10 +223,20 @@ fn injected(engine: &Engine, p: &Pod) -> (k8s_openapi::api::core::v1::Pod, Strin
             a.insert((*k).to_owned(), json!(v));
         }
     }
-    let containers = pod["spec"]["containers"].as_array_mut().expect("the fixture pod has containers");
-    let job = containers.iter_mut().find(|c| c["name"] == p.job).unwrap_or_else(|| panic!("{}: no container {}", p.fixture, p.job));
+    let containers = pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap_or_else(|| panic!("{}: the fixture pod has no containers", p.fixture));
+    let job = containers
+        .iter_mut()
+        .find(|c| c["name"] == p.job)
+        .unwrap_or_else(|| panic!("{}: no container {}", p.fixture, p.job));
     for (k, v) in p.job_env {
-        let env = job["env"].as_array_mut().expect("the job container has env");
+        if !job["env"].is_array() {
+            job["env"] = json!([]);
+        }
+        let env = job["env"]
+            .as_array_mut()
+            .unwrap_or_else(|| panic!("{}: env is not a list", p.fixture));
         env.retain(|e| e["name"] != *k);
         env.push(json!({"name": k, "value": v}));
     }
@@ -214,15 +253,28 @@ fn injected(engine: &Engine, p: &Pod) -> (k8s_openapi::api::core::v1::Pod, Strin
     let mut config = Config::default();
     config.sidecar.image = format!("docker:{}-dind", engine.dind_version);
     config.daemon.registry_mirrors = vec![MIRROR.into()];
-    let decision = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in("ci"), &config, &ClusterInfo::default());
-    let Outcome::Inject(injection) = &decision.outcome else { panic!("{}: not injected: {:?}", p.fixture, decision.outcome) };
+    let decision = inject::plan_injection(
+        &typed(&pod),
+        &NamespaceView::opted_in("ci"),
+        &config,
+        &ClusterInfo::default(),
+    );
+    let Outcome::Inject(injection) = &decision.outcome else {
+        panic!("{}: not injected: {:?}", p.fixture, decision.outcome)
+    };
     let patched = apply(&pod, &injection.patch);
-    (typed(&patched), injection.status.container.clone(), decision.warnings.clone())
+    (
+        typed(&patched),
+        injection.status.container.clone(),
+        decision.warnings.clone(),
+    )
 }
 
 /// Runs the scenarios in one sandbox; panics with every failure and its output.
 fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Option<&str>) {
-    let Some(engine) = engine_or_skip(test) else { return };
+    let Some(engine) = engine_or_skip(test) else {
+        return;
+    };
     let started = Instant::now();
     let (pod, sidecar, warnings) = injected(engine, &p);
     let daemon_json = inject::daemon_json_text(&{
@@ -230,20 +282,30 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
         c.daemon.registry_mirrors = vec![MIRROR.into()];
         c.daemon
     });
-    let sb = Sandbox::start(engine, test, &pod, &sidecar, p.job, Some(&daemon_json)).unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
+    let sb = Sandbox::start(engine, test, &pod, &sidecar, p.job, Some(&daemon_json))
+        .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
     let setup = started.elapsed().as_secs_f64();
 
     let mut failures: Vec<String> = Vec::new();
     // Nothing leaves the pod: no default route in its network namespace.
     let routes = sb.in_sidecar("cat /proc/net/route");
-    if routes.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("00000000")) {
-        failures.push(format!("the pod's network namespace has a default route:\n{routes}"));
+    if routes
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+    {
+        failures.push(format!(
+            "the pod's network namespace has a default route:\n{routes}"
+        ));
     }
     // TCP listeners of the daemon only on 127.0.0.1 (2375 = 0x094F, 2376 = 0x0950).
-    let listening = sb.in_sidecar("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" {print $2}'");
+    let listening = sb
+        .in_sidecar("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" {print $2}'");
     for l in listening.split_whitespace() {
         if (l.ends_with(":094F") || l.ends_with(":0950")) && !l.starts_with("0100007F:") {
-            failures.push(format!("the daemon listens on {l} (hex address:port), not only on 127.0.0.1"));
+            failures.push(format!(
+                "the daemon listens on {l} (hex address:port), not only on 127.0.0.1"
+            ));
         }
     }
     let iptables = sb.in_sidecar("iptables --version; iptables -t nat -S POSTROUTING | head -n 3");
@@ -259,9 +321,18 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
         let run = sb.job(p.workdir, text);
         let missing: Vec<&&str> = want.iter().filter(|w| !run.output.contains(**w)).collect();
         let ok = run.ok && missing.is_empty();
-        report.push(format!("  {s:?}: {} in {:.1}s", if ok { "ok" } else { "FAILED" }, t.elapsed().as_secs_f64()));
+        report.push(format!(
+            "  {s:?}: {} in {:.1}s",
+            if ok { "ok" } else { "FAILED" },
+            t.elapsed().as_secs_f64()
+        ));
         if !ok {
-            failures.push(format!("{s:?}: exit {:?}, expected {:?} in the output; the job printed:\n{}", run.code, missing, run.output.trim_end()));
+            failures.push(format!(
+                "{s:?}: exit {:?}, expected {:?} in the output; the job printed:\n{}",
+                run.code,
+                missing,
+                run.output.trim_end()
+            ));
         }
     }
     eprintln!(
@@ -272,93 +343,207 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
         report.join("\n")
     );
     if !failures.is_empty() {
-        let job_env = engine.docker(&["exec", &sb.job, "sh", "-c", "env | grep ^DOCKER_ | sort"]).unwrap_or_else(|e| e);
-        let mut msg = format!("{test}: {} of {} checks failed\njob DOCKER_ env:\n{job_env}\n", failures.len(), scenarios.len());
+        let job_env = engine
+            .docker(&["exec", &sb.job, "sh", "-c", "env | grep ^DOCKER_ | sort"])
+            .unwrap_or_else(|e| e);
+        let mut msg = format!(
+            "{test}: {} of {} checks failed\njob DOCKER_ env:\n{job_env}\n",
+            failures.len(),
+            scenarios.len()
+        );
         for f in &failures {
             msg.push_str(&format!("--- {f}\n"));
         }
-        if let Some(needle) = allow_warned_failure {
-            if warnings.iter().any(|w| w.contains(needle)) {
-                eprintln!("{test}: failed as the admission warning said it would ({needle}):\n{msg}");
-                return;
-            }
+        if let Some(needle) = allow_warned_failure
+            && warnings.iter().any(|w| w.contains(needle))
+        {
+            eprintln!("{test}: failed as the admission warning said it would ({needle}):\n{msg}");
+            return;
         }
-        msg.push_str(&format!("--- sidecar log (tail):\n{}", sb.logs(&sb.sidecar)));
+        msg.push_str(&format!(
+            "--- sidecar log (tail):\n{}",
+            sb.logs(&sb.sidecar)
+        ));
         panic!("{msg}");
     }
 }
 
 fn gitlab(annotations: &'static [(&'static str, &'static str)]) -> Pod {
-    Pod { fixture: "gitlab", job: "build", workdir: "/builds/acme/webapp", annotations, job_env: &[], run_as: None }
+    Pod {
+        fixture: "gitlab",
+        job: "build",
+        workdir: "/builds/acme/webapp",
+        annotations,
+        job_env: &[],
+        run_as: None,
+    }
 }
 
 #[test]
 fn gitlab_unix_native() {
-    run_pod("gitlab-unix-native", gitlab(&[("dind-injector.io/transport", "unix"), ("dind-injector.io/sidecar-mode", "native")]), ALL, None);
+    run_pod(
+        "gitlab-unix-native",
+        gitlab(&[
+            ("dind-injector.io/transport", "unix"),
+            ("dind-injector.io/sidecar-mode", "native"),
+        ]),
+        ALL,
+        None,
+    );
 }
 
 #[test]
 fn gitlab_tcp_tls_native() {
     let mut s = ALL.to_vec();
     s.push(TlsRefusesStrangers);
-    run_pod("gitlab-tcp-tls-native", gitlab(&[("dind-injector.io/transport", "tcp-tls"), ("dind-injector.io/sidecar-mode", "native")]), &s, None);
+    run_pod(
+        "gitlab-tcp-tls-native",
+        gitlab(&[
+            ("dind-injector.io/transport", "tcp-tls"),
+            ("dind-injector.io/sidecar-mode", "native"),
+        ]),
+        &s,
+        None,
+    );
 }
 
 #[test]
 fn gitlab_tcp_native() {
-    run_pod("gitlab-tcp-native", gitlab(&[("dind-injector.io/transport", "tcp"), ("dind-injector.io/sidecar-mode", "native")]), ALL, None);
+    run_pod(
+        "gitlab-tcp-native",
+        gitlab(&[
+            ("dind-injector.io/transport", "tcp"),
+            ("dind-injector.io/sidecar-mode", "native"),
+        ]),
+        ALL,
+        None,
+    );
 }
 
 #[test]
 fn gitlab_unix_container_mode() {
-    run_pod("gitlab-unix-container", gitlab(&[("dind-injector.io/transport", "unix"), ("dind-injector.io/sidecar-mode", "container")]), &[Info, Build, BindWorkspace], None);
+    run_pod(
+        "gitlab-unix-container",
+        gitlab(&[
+            ("dind-injector.io/transport", "unix"),
+            ("dind-injector.io/sidecar-mode", "container"),
+        ]),
+        &[Info, Build, BindWorkspace],
+        None,
+    );
 }
 
 #[test]
 fn buildkite_unix_native() {
-    let p = Pod { fixture: "buildkite", job: "container-0", workdir: "/workspace", annotations: &[("dind-injector.io/transport", "unix")], job_env: &[], run_as: None };
+    let p = Pod {
+        fixture: "buildkite",
+        job: "container-0",
+        workdir: "/workspace",
+        annotations: &[("dind-injector.io/transport", "unix")],
+        job_env: &[],
+        run_as: None,
+    };
     run_pod("buildkite-unix-native", p, ALL, None);
 }
 
 #[test]
 fn buildkite_tcp_tls_container_mode() {
-    let p = Pod { fixture: "buildkite", job: "container-0", workdir: "/workspace", annotations: &[("dind-injector.io/transport", "tcp-tls"), ("dind-injector.io/sidecar-mode", "container")], job_env: &[], run_as: None };
-    run_pod("buildkite-tcp-tls-container", p, &[Info, BindWorkspace, TlsRefusesStrangers], None);
+    let p = Pod {
+        fixture: "buildkite",
+        job: "container-0",
+        workdir: "/workspace",
+        annotations: &[
+            ("dind-injector.io/transport", "tcp-tls"),
+            ("dind-injector.io/sidecar-mode", "container"),
+        ],
+        job_env: &[],
+        run_as: None,
+    };
+    run_pod(
+        "buildkite-tcp-tls-container",
+        p,
+        &[Info, BindWorkspace, TlsRefusesStrangers],
+        None,
+    );
 }
 
 #[test]
 fn harness_unix_native() {
-    let p = Pod { fixture: "harness", job: "step-2", workdir: "/harness", annotations: &[("dind-injector.io/transport", "unix")], job_env: &[], run_as: None };
+    let p = Pod {
+        fixture: "harness",
+        job: "step-2",
+        workdir: "/harness",
+        annotations: &[("dind-injector.io/transport", "unix")],
+        job_env: &[],
+        run_as: None,
+    };
     run_pod("harness-unix-native", p, ALL, None);
 }
 
 /// The most common `.gitlab-ci.yml` in the wild: `DOCKER_HOST: tcp://docker:2375`, TLS off.
 #[test]
 fn gitlab_documented_tcp_setup_unchanged() {
-    let p = Pod { job_env: &[("DOCKER_HOST", "tcp://docker:2375"), ("DOCKER_TLS_CERTDIR", "")], ..gitlab(&[]) };
-    run_pod("gitlab-documented-tcp", p, &[Info, Build, BindWorkspace, Compose], None);
+    let p = Pod {
+        job_env: &[
+            ("DOCKER_HOST", "tcp://docker:2375"),
+            ("DOCKER_TLS_CERTDIR", ""),
+        ],
+        ..gitlab(&[])
+    };
+    run_pod(
+        "gitlab-documented-tcp",
+        p,
+        &[Info, Build, BindWorkspace, Compose],
+        None,
+    );
 }
 
 /// GitLab's documented TLS setup: `tcp://docker:2376` with `/certs`.
 #[test]
 fn gitlab_documented_tls_setup_unchanged() {
     let p = Pod {
-        job_env: &[("DOCKER_HOST", "tcp://docker:2376"), ("DOCKER_TLS_CERTDIR", "/certs"), ("DOCKER_CERT_PATH", "/certs/client"), ("DOCKER_TLS_VERIFY", "1")],
+        job_env: &[
+            ("DOCKER_HOST", "tcp://docker:2376"),
+            ("DOCKER_TLS_CERTDIR", "/certs"),
+            ("DOCKER_CERT_PATH", "/certs/client"),
+            ("DOCKER_TLS_VERIFY", "1"),
+        ],
         ..gitlab(&[])
     };
-    run_pod("gitlab-documented-tls", p, &[Info, Build, BindWorkspace, Compose], None);
+    run_pod(
+        "gitlab-documented-tls",
+        p,
+        &[Info, Build, BindWorkspace, Compose],
+        None,
+    );
 }
 
 /// The harness sees the failure issue 9 reported when the workspace is not mirrored.
 #[test]
 fn gitlab_workspace_not_mirrored_control() {
-    run_pod("gitlab-unmirrored-control", gitlab(&[("dind-injector.io/transport", "unix"), ("dind-injector.io/workspace", "off")]), &[WorkspaceNotMirrored], None);
+    run_pod(
+        "gitlab-unmirrored-control",
+        gitlab(&[
+            ("dind-injector.io/transport", "unix"),
+            ("dind-injector.io/workspace", "off"),
+        ]),
+        &[WorkspaceNotMirrored],
+        None,
+    );
 }
 
 #[test]
 fn non_root_job_with_fs_group() {
-    let p = Pod { run_as: Some((1000, None, Some(1000))), ..gitlab(&[("dind-injector.io/transport", "unix")]) };
-    run_pod("gitlab-non-root-fsgroup", p, &[Info, Build, BindWorkspace], None);
+    let p = Pod {
+        run_as: Some((1000, None, Some(1000))),
+        ..gitlab(&[("dind-injector.io/transport", "unix")])
+    };
+    run_pod(
+        "gitlab-non-root-fsgroup",
+        p,
+        &[Info, Build, BindWorkspace],
+        None,
+    );
 }
 
 /// No fsGroup, no runAsGroup: the runtime gives the job group 0 (uid 1000 is not in the image's
@@ -366,14 +551,30 @@ fn non_root_job_with_fs_group() {
 /// response would have to say exactly why.
 #[test]
 fn non_root_job_without_fs_group() {
-    let p = Pod { run_as: Some((1000, None, None)), ..gitlab(&[("dind-injector.io/transport", "unix")]) };
-    run_pod("gitlab-non-root-no-fsgroup", p, &[Info, BindWorkspace], Some("fsGroup"));
+    let p = Pod {
+        run_as: Some((1000, None, None)),
+        ..gitlab(&[("dind-injector.io/transport", "unix")])
+    };
+    run_pod(
+        "gitlab-non-root-no-fsgroup",
+        p,
+        &[Info, BindWorkspace],
+        Some("fsGroup"),
+    );
 }
 
 /// No fsGroup, but a runAsGroup: the socket must belong to a group the job has (or the
 /// response says exactly why not).
 #[test]
 fn non_root_job_with_run_as_group_only() {
-    let p = Pod { run_as: Some((1000, Some(1000), None)), ..gitlab(&[("dind-injector.io/transport", "unix")]) };
-    run_pod("gitlab-non-root-run-as-group", p, &[Info, BindWorkspace], Some("fsGroup"));
+    let p = Pod {
+        run_as: Some((1000, Some(1000), None)),
+        ..gitlab(&[("dind-injector.io/transport", "unix")])
+    };
+    run_pod(
+        "gitlab-non-root-run-as-group",
+        p,
+        &[Info, BindWorkspace],
+        Some("fsGroup"),
+    );
 }
