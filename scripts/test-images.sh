@@ -73,8 +73,8 @@ if [ ! -s "$cache/dind-$key.tar" ] || [ ! -s "$cache/job-$key.tar" ]; then
 		"$suite" "$work/job" "$mirror" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 	rm -rf "$work/job/var/cache/apt/archives/"*.deb "$work/job/var/lib/apt/lists/"*
 
-	tar -C "$work/dind" --numeric-owner -cf "$cache/dind-$key.tar.part" . && mv "$cache/dind-$key.tar.part" "$cache/dind-$key.tar"
-	tar -C "$work/job" --numeric-owner -cf "$cache/job-$key.tar.part" . && mv "$cache/job-$key.tar.part" "$cache/job-$key.tar"
+	tar -C "$work/dind" --numeric-owner -cf "$cache/dind-$key.tar.$$" . && mv "$cache/dind-$key.tar.$$" "$cache/dind-$key.tar"
+	tar -C "$work/job" --numeric-owner -cf "$cache/job-$key.tar.$$" . && mv "$cache/job-$key.tar.$$" "$cache/job-$key.tar"
 fi
 
 # The two small images for the nested daemon, cut from the job root file system.
@@ -94,7 +94,7 @@ if [ ! -s "$cache/busybox-$key.tar" ] || [ ! -s "$cache/docker-cli-$key.tar" ]; 
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$b/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$b/etc/group"
 	chmod 1777 "$b/tmp"
-	tar -C "$b" --numeric-owner -cf "$cache/busybox-$key.tar.part" . && mv "$cache/busybox-$key.tar.part" "$cache/busybox-$key.tar"
+	tar -C "$b" --numeric-owner -cf "$cache/busybox-$key.tar.$$" . && mv "$cache/busybox-$key.tar.$$" "$cache/busybox-$key.tar"
 
 	c="$work/small/docker-cli"
 	cp -a "$b" "$c"
@@ -112,7 +112,7 @@ if [ ! -s "$cache/busybox-$key.tar" ] || [ ! -s "$cache/docker-cli-$key.tar" ]; 
 		mkdir -p "$c$(dirname "$lib")"
 		cp "$jobfs$real" "$c$lib"
 	done
-	tar -C "$c" --numeric-owner -cf "$cache/docker-cli-$key.tar.part" . && mv "$cache/docker-cli-$key.tar.part" "$cache/docker-cli-$key.tar"
+	tar -C "$c" --numeric-owner -cf "$cache/docker-cli-$key.tar.$$" . && mv "$cache/docker-cli-$key.tar.$$" "$cache/docker-cli-$key.tar"
 fi
 
 docker import --change 'ENTRYPOINT ["dockerd-entrypoint.sh"]' --change 'CMD []' \

@@ -128,7 +128,7 @@ fn start_engine() -> Result<Engine, String> {
         };
         e.docker(&["tag", &images["busybox"], "busybox:latest"])?;
         e.docker(&["tag", &images["docker-cli"], "docker:cli"])?;
-        let part = cache.join(format!("inner-{key}.tar.part"));
+        let part = cache.join(format!("inner-{key}.tar.{}", std::process::id()));
         e.docker(&[
             "save",
             "-o",
@@ -139,6 +139,7 @@ fn start_engine() -> Result<Engine, String> {
         std::fs::rename(&part, &inner_images)
             .map_err(|e| format!("{}: {e}", inner_images.display()))?;
     }
+    sweep_leftovers(&host);
     let mut engine = Engine {
         host,
         images,
@@ -853,4 +854,49 @@ pub fn privileged_flags() -> Vec<String> {
     f.push("--device-cgroup-rule".into());
     f.push("a *:* rwm".into());
     f
+}
+
+/// Removes what a killed test run left behind (its Drop guards never ran): containers and
+/// networks named `dij-<pid>-...` whose process is gone.
+fn sweep_leftovers(host: &str) {
+    let e = Engine {
+        host: host.to_owned(),
+        images: BTreeMap::new(),
+        inner_images: PathBuf::new(),
+        dind_version: String::new(),
+    };
+    let dead = |name: &str| {
+        name.strip_prefix("dij-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            })
+    };
+    let names = e
+        .docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            "name=^dij-",
+            "--format",
+            "{{.Names}}",
+        ])
+        .unwrap_or_default();
+    for name in names.lines().filter(|n| dead(n)) {
+        let _ = e.docker(&["rm", "-f", "-v", name]);
+    }
+    let nets = e
+        .docker(&[
+            "network",
+            "ls",
+            "--filter",
+            "name=^dij-",
+            "--format",
+            "{{.Name}}",
+        ])
+        .unwrap_or_default();
+    for name in nets.lines().filter(|n| dead(n)) {
+        let _ = e.docker(&["network", "rm", name]);
+    }
 }
