@@ -125,6 +125,10 @@ docker import --change 'CMD ["sh"]' --change 'ENV PATH=/bin' "$cache/busybox-$ke
 docker import --change 'CMD ["docker", "version"]' --change 'ENV PATH=/usr/bin:/bin' "$cache/docker-cli-$key.tar" "$repo/docker-cli:$key" >/dev/null
 # Earlier recipes' images and root file systems are not needed any more.
 docker images --format '{{.Repository}}:{{.Tag}}' | grep "^$repo/" | grep -v ":$key\$" | xargs -r docker rmi >/dev/null 2>&1 || :
+docker image prune -f >/dev/null 2>&1 || :
+for old in "$cache"/build-*.log; do
+	case "$old" in *"-$key.log") ;; *) rm -f "$old" ;; esac
+done
 for old in "$cache"/*.tar; do
 	case "$old" in *"-$key.tar") ;; *) rm -f "$old" ;; esac
 done
