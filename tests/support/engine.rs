@@ -213,6 +213,9 @@ impl Engine {
     }
 }
 
+/// How long one job script may run.
+pub const JOB_TIMEOUT_SECS: u32 = 300;
+
 /// The MTU of the pod's interface (`eth0`).
 pub const POD_MTU: u32 = 1400;
 
@@ -703,7 +706,13 @@ impl Sandbox {
     pub fn job(&self, dir: &str, script: &str) -> Run {
         let full = format!("set -e\nmkdir -p {dir}\ncd {dir}\n{script}");
         let started = Instant::now();
-        match self.exec_in(&self.job.clone(), &["/bin/sh", "-c", &full], None) {
+        // A hung job must not hang the test run: five minutes at most (coreutils' timeout).
+        let limit = JOB_TIMEOUT_SECS.to_string();
+        match self.exec_in(
+            &self.job.clone(),
+            &["timeout", &limit, "/bin/sh", "-c", &full],
+            None,
+        ) {
             Ok(o) => Run {
                 ok: o.status.success(),
                 code: o.status.code(),
