@@ -4,15 +4,19 @@ CARGO ?= cargo
 .PHONY: test test-deps run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps fuzz fuzz-ci deploy
 
 ## Run every test: unit, fixtures and golden files, properties, CLI, HTTPS server, faults under
-## load, real dockerd; then each fuzz target for $(FUZZ_SECONDS_CI) s.
+## load, CI jobs in pod-shaped sandboxes on a real engine; then each fuzz target for $(FUZZ_SECONDS_CI) s.
 test: test-deps
 	$(CARGO) build --locked --benches
 	DIND_INJECTOR_REQUIRE_DOCKERD=1 $(CARGO) test --locked --lib --bins --tests
 	$(MAKE) fuzz-ci
 
-## Install what the tests need beyond Rust (Debian's docker.io, openssl, gcc).
+## Install what the tests need beyond Rust (Debian's docker.io, debootstrap, openssl), start the
+## test engine (a dockerd of the tests' own, left running) and build the job tests' images
+## offline from Debian packages (once per recipe, then reused).
 test-deps:
 	@sh scripts/install-test-deps.sh
+	@sh scripts/test-engine.sh start >/dev/null
+	@sh scripts/test-images.sh >/dev/null
 
 ## Criterion benchmarks of the decision and the whole review, then the load benchmark (numbers in README.md).
 bench:

@@ -1,13 +1,13 @@
 #!/bin/sh
-# Installs what `make test` needs beyond the Rust toolchain, from Debian's packages:
-# dockerd and the docker client (docker.io) for the real-daemon test, openssl (the tcp-tls
-# sidecar script), and gcc with a static libc (the FROM scratch test image).
+# Installs what `make test` needs beyond the Rust toolchain, from Debian's packages: dockerd and
+# the docker client (docker.io) for the test engine the job tests (tests/jobs.rs) run on,
+# debootstrap to build their images offline (scripts/test-images.sh), and openssl (the tcp-tls
+# sidecar script).
 set -eu
 need=""
 command -v dockerd >/dev/null 2>&1 || need="$need docker.io"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
-command -v gcc >/dev/null 2>&1 || need="$need gcc"
-[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need="$need libc6-dev"
+command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
 if ! python3 -c 'import yaml' >/dev/null 2>&1; then
 	# PyYAML reads the inject output the way kubectl does (YAML 1.1), in tests/cli.rs.
 	python3 -m pip install --quiet 'PyYAML>=6,<7'

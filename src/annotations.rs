@@ -32,6 +32,9 @@ pub const STORAGE: &str = "dind-injector.io/storage";
 pub const MTU: &str = "dind-injector.io/mtu";
 /// Override: `native`, `container` or `auto`.
 pub const SIDECAR_MODE: &str = "dind-injector.io/sidecar-mode";
+/// Override: workspace mirroring, `auto`, `off`, or a comma list of job mount paths to add
+/// (`/cache`) or leave out (`-/cache`).
+pub const WORKSPACE: &str = "dind-injector.io/workspace";
 
 /// Namespace label: the Pod Security level every other container must meet.
 pub const POD_SECURITY: &str = "dind-injector.io/pod-security";

@@ -307,6 +307,21 @@ pub struct SidecarConfig {
     pub startup_timeout: Interval,
     /// The ConfigMap that holds `daemon.json`, mounted optionally at `/etc/docker`.
     pub daemon_config_map: String,
+    /// Whether the sidecar mounts the job containers' workspace volumes at the same paths
+    /// (`auto`) or not (`off`), where the `dind-injector.io/workspace` annotation does not say.
+    pub workspace: WorkspaceMirroring,
+}
+
+/// The default of workspace mirroring (see `sidecar.workspace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkspaceMirroring {
+    /// Mirror every emptyDir, generic ephemeral and persistentVolumeClaim mount of the job
+    /// containers into the sidecar.
+    #[default]
+    Auto,
+    /// Mirror only the paths a `dind-injector.io/workspace` annotation adds.
+    Off,
 }
 
 impl Default for SidecarConfig {
@@ -326,6 +341,7 @@ impl Default for SidecarConfig {
             resources: SidecarResources::default(),
             startup_timeout: Interval::secs(120),
             daemon_config_map: "dind-injector-daemon-config".into(),
+            workspace: WorkspaceMirroring::Auto,
         }
     }
 }

@@ -192,13 +192,13 @@ fn overrides_and_collisions_behave() {
     let mut pod = review_pod("gitlab");
     if let Some(v) = pod["spec"]["volumes"].as_array_mut() { v.push(serde_json::json!({"name": "dind-storage", "emptyDir": {}})) }
     if let Some(v) = pod["spec"]["containers"].as_array_mut() { v.push(serde_json::json!({"name": "dind", "image": "busybox"})) }
-    if let Some(v) = pod["spec"]["containers"][0]["env"].as_array_mut() { v.push(serde_json::json!({"name": "DOCKER_HOST", "value": "tcp://docker:2375"})) }
+    if let Some(v) = pod["spec"]["containers"][0]["env"].as_array_mut() { v.push(serde_json::json!({"name": "DOCKER_HOST", "value": "tcp://dind:2375"})) }
     pod["metadata"]["annotations"]["dind-injector.io/memory"] = "99Gi".into();
     pod["metadata"]["annotations"]["dind-injector.io/mtu"] = "1400".into();
     let (patched, decision) = inject(&pod, &Config::default());
     assert_structurally_valid(&patched);
     let p = typed(&patched);
-    assert_eq!(env_of(&p, "build", "DOCKER_HOST").as_deref(), Some("tcp://docker:2375"), "user value must never be overwritten");
+    assert_eq!(env_of(&p, "build", "DOCKER_HOST").as_deref(), Some("tcp://dind:2375"), "user value must never be overwritten");
     assert!(decision.warnings.iter().any(|w| w.contains("DOCKER_HOST") && w.contains("build")), "{:?}", decision.warnings);
     assert!(decision.warnings.iter().any(|w| w.contains("overrides.maxMemory")), "{:?}", decision.warnings);
     let Outcome::Inject(i) = decision.outcome else { panic!("not injected") };
@@ -221,4 +221,180 @@ fn namespace_gates_are_checked_again_by_the_server() {
     let d = inject::plan_injection(&pod, &ns, &cfg, &ClusterInfo::default());
     assert!(matches!(d.outcome, Outcome::Skip(SkipReason::NamespaceNotOptedIn(_))));
     assert!(d.warnings[0].contains("kubectl label namespace gitlab-runner dind-injector.io/injection=enabled"), "{}", d.warnings[0]);
+}
+
+fn injected_with(pod: &Value, config: &Config) -> (Value, inject::Injection, Vec<String>) {
+    let (patched, decision) = inject(pod, config);
+    assert_structurally_valid(&patched);
+    let Outcome::Inject(i) = decision.outcome else { panic!("not injected") };
+    (patched, *i, decision.warnings)
+}
+
+fn set_env(pod: &mut Value, container: usize, vars: &[(&str, &str)]) {
+    if let Some(env) = pod["spec"]["containers"][container]["env"].as_array_mut() {
+        for (k, v) in vars {
+            env.push(serde_json::json!({"name": k, "value": v}));
+        }
+    }
+}
+
+fn sidecar_mounts(i: &inject::Injection) -> Vec<(String, String)> {
+    i.sidecar.volume_mounts.iter().flatten().map(|m| (m.name.clone(), m.mount_path.clone())).collect()
+}
+
+#[test]
+fn the_sidecar_mirrors_each_runners_workspace() {
+    let table: [(&str, &[(&str, &str)]); 3] = [
+        ("gitlab", &[("scripts", "/scripts-42-1234567"), ("logs", "/logs-42-1234567"), ("repo", "/builds")]),
+        ("buildkite", &[("workspace", "/workspace")]),
+        ("harness", &[("harness", "/harness"), ("addon", "/addon")]),
+    ];
+    for (fixture, want) in table {
+        for transport in TRANSPORTS {
+            let (patched, i, warnings) = injected_with(&review_pod(fixture), &config(SidecarMode::Native, transport));
+            let mounts = sidecar_mounts(&i);
+            for (volume, path) in want {
+                assert!(mounts.contains(&(volume.to_string(), path.to_string())), "{fixture} {transport:?}: {volume} at {path} not mirrored: {mounts:?}");
+                let m = i.sidecar.volume_mounts.iter().flatten().find(|m| m.mount_path == *path).cloned().unwrap_or_default();
+                assert_eq!(m.read_only, None, "{fixture}: mirrored read-write");
+            }
+            let recorded: Vec<(String, String)> = i.status.mirrored.iter().map(|m| (m.volume.clone(), m.path.clone())).collect();
+            let want: Vec<(String, String)> = want.iter().map(|(v, p)| (v.to_string(), p.to_string())).collect();
+            assert_eq!(recorded, want, "{fixture} {transport:?}: the status records exactly the mirrored mounts");
+            let status = typed(&patched).metadata.annotations.and_then(|a| a.get("dind-injector.io/status").cloned()).unwrap_or_default();
+            assert_eq!(InjectionStatus::parse(&status).map(|s| s.mirrored.len()), Some(want.len()));
+            assert!(warnings.is_empty(), "{fixture}: {warnings:?}");
+        }
+    }
+}
+
+#[test]
+fn workspace_annotation_and_configuration_choose_what_is_mirrored() {
+    let mut pod = review_pod("gitlab");
+    pod["metadata"]["annotations"]["dind-injector.io/workspace"] = "off".into();
+    let (_, i, w) = injected_with(&pod, &Config::default());
+    assert!(i.status.mirrored.is_empty() && w.is_empty(), "{w:?}");
+    assert!(!i.status.to_annotation().contains("mirrored"));
+    assert!(sidecar_mounts(&i).iter().all(|(_, p)| p != "/builds"));
+
+    pod["metadata"]["annotations"]["dind-injector.io/workspace"] = "/builds".into();
+    let mut off = Config::default();
+    off.sidecar.workspace = dind_injector::config::WorkspaceMirroring::Off;
+    let (_, i, _) = injected_with(&review_pod("gitlab"), &off);
+    assert!(i.status.mirrored.is_empty(), "sidecar.workspace: off mirrors nothing");
+    let (_, i, w) = injected_with(&pod, &off);
+    assert_eq!(i.status.mirrored.iter().map(|m| m.path.as_str()).collect::<Vec<_>>(), ["/builds"], "{w:?}");
+
+    pod["metadata"]["annotations"]["dind-injector.io/workspace"] = "-/scripts-42-1234567,-/logs-42-1234567".into();
+    let (_, i, _) = injected_with(&pod, &Config::default());
+    assert_eq!(i.status.mirrored.iter().map(|m| m.path.as_str()).collect::<Vec<_>>(), ["/builds"]);
+}
+
+#[test]
+fn what_is_never_mirrored_and_what_collides() {
+    let mut pod = review_pod("gitlab");
+    if let Some(v) = pod["spec"]["volumes"].as_array_mut() {
+        v.push(serde_json::json!({"name": "creds", "secret": {"secretName": "registry"}}));
+        v.push(serde_json::json!({"name": "ca", "configMap": {"name": "ca"}}));
+        v.push(serde_json::json!({"name": "node", "hostPath": {"path": "/srv"}}));
+        v.push(serde_json::json!({"name": "run", "emptyDir": {}}));
+        v.push(serde_json::json!({"name": "cache", "persistentVolumeClaim": {"claimName": "cache"}}));
+    }
+    if let Some(v) = pod["spec"]["containers"][0]["volumeMounts"].as_array_mut() {
+        v.push(serde_json::json!({"name": "creds", "mountPath": "/creds"}));
+        v.push(serde_json::json!({"name": "ca", "mountPath": "/ca"}));
+        v.push(serde_json::json!({"name": "node", "mountPath": "/srv"}));
+        v.push(serde_json::json!({"name": "run", "mountPath": "/var/run"}));
+        v.push(serde_json::json!({"name": "cache", "mountPath": "/cache", "subPath": "gradle"}));
+    }
+    let (_, i, w) = injected_with(&pod, &Config::default());
+    let mounts = sidecar_mounts(&i);
+    for name in ["kube-api-access-7m2xq", "creds", "ca", "node", "run"] {
+        assert!(mounts.iter().all(|(n, _)| n != name), "{name} must not reach the sidecar: {mounts:?}");
+    }
+    let cache = i.sidecar.volume_mounts.iter().flatten().find(|m| m.name == "cache").cloned().unwrap_or_default();
+    assert_eq!((cache.mount_path.as_str(), cache.sub_path.as_deref()), ("/cache", Some("gradle")));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("\"build\"") && w[0].contains("/var/run") && w[0].contains("dind-injector.io/workspace: \"-/var/run\""), "{}", w[0]);
+}
+
+#[test]
+fn the_daemon_answers_on_its_own_socket_in_every_transport() {
+    for transport in TRANSPORTS {
+        let (_, i, _) = injected_with(&review_pod("gitlab"), &config(SidecarMode::Native, transport));
+        let args = i.sidecar.args.clone().unwrap_or_default();
+        assert_eq!(args.iter().filter(|a| *a == "--host=unix:///var/run/docker.sock").count(), 1, "{transport:?}: {args:?}");
+        assert!(i.volumes.iter().all(|v| v.host_path.is_none()));
+        assert!(sidecar_mounts(&i).iter().all(|(_, p)| p != "/var/run" && p != "/var/run/docker.sock"), "the socket stays private");
+    }
+}
+
+#[test]
+fn gitlab_jobs_written_for_the_dind_docs_work_unchanged() {
+    // The most common .gitlab-ci.yml: TCP, TLS off.
+    let mut pod = review_pod("gitlab");
+    set_env(&mut pod, 0, &[("DOCKER_HOST", "tcp://docker:2375"), ("DOCKER_TLS_CERTDIR", ""), ("DOCKER_DRIVER", "overlay2")]);
+    let (patched, i, w) = injected_with(&pod, &Config::default());
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(i.settings.transport, Transport::Tcp, "the transport follows the job");
+    let args = i.sidecar.args.clone().unwrap_or_default();
+    assert!(args.contains(&"--host=tcp://127.0.0.1:2375".to_owned()) && args.contains(&"--tls=false".to_owned()), "{args:?}");
+    assert!(!args.iter().any(|a| a.contains("0.0.0.0")));
+    let p = typed(&patched);
+    assert_eq!(env_of(&p, "build", "DOCKER_HOST").as_deref(), Some("tcp://docker:2375"));
+    assert_eq!(env_of(&p, "svc-0", "DOCKER_HOST").as_deref(), Some("tcp://127.0.0.1:2375"));
+    assert!(p.spec.and_then(|s| s.host_aliases).unwrap_or_default().iter().any(|a| a.ip == "127.0.0.1" && a.hostnames.iter().flatten().any(|h| h == "docker")));
+
+    // GitLab's documented TLS setup.
+    let mut pod = review_pod("gitlab");
+    set_env(&mut pod, 0, &[("DOCKER_HOST", "tcp://docker:2376"), ("DOCKER_TLS_CERTDIR", "/certs"), ("DOCKER_CERT_PATH", "/certs/client"), ("DOCKER_TLS_VERIFY", "1")]);
+    let (patched, i, w) = injected_with(&pod, &Config::default());
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(i.settings.transport, Transport::TcpTls);
+    let p = typed(&patched);
+    let build = p.spec.as_ref().map(|s| s.containers[0].clone()).unwrap_or_default();
+    let certs = build.volume_mounts.iter().flatten().find(|m| m.sub_path.as_deref() == Some("client")).cloned().unwrap_or_default();
+    assert_eq!((certs.mount_path.as_str(), certs.read_only), ("/certs/client", Some(true)));
+    assert_eq!(build.env.iter().flatten().filter(|e| e.name == "DOCKER_CERT_PATH").count(), 1);
+
+    // Only DOCKER_TLS_CERTDIR: the certificates go to $DOCKER_TLS_CERTDIR/client, and the client is told.
+    let mut pod = review_pod("gitlab");
+    set_env(&mut pod, 0, &[("DOCKER_HOST", "tcp://docker:2376"), ("DOCKER_TLS_CERTDIR", "/tls")]);
+    let (patched, _, w) = injected_with(&pod, &Config::default());
+    assert!(w.is_empty(), "{w:?}");
+    let p = typed(&patched);
+    assert_eq!(env_of(&p, "build", "DOCKER_CERT_PATH").as_deref(), Some("/tls/client"));
+    assert_eq!(env_of(&p, "svc-0", "DOCKER_CERT_PATH").as_deref(), Some("/certs/client"));
+    assert_eq!(env_of(&p, "build", "DOCKER_TLS_VERIFY").as_deref(), Some("1"));
+
+    // The transport annotation chose unix: plain TCP is served beside the socket.
+    let mut pod = review_pod("gitlab");
+    set_env(&mut pod, 0, &[("DOCKER_HOST", "tcp://localhost:2375")]);
+    pod["metadata"]["annotations"]["dind-injector.io/transport"] = "unix".into();
+    let (patched, i, w) = injected_with(&pod, &Config::default());
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(i.settings.transport, Transport::Unix);
+    assert!(i.sidecar.args.iter().flatten().any(|a| a == "--host=tcp://127.0.0.1:2375"));
+    assert_eq!(env_of(&typed(&patched), "svc-0", "DOCKER_HOST").as_deref(), Some("unix:///var/run/dind/docker.sock"));
+}
+
+#[test]
+fn a_non_root_job_without_fs_group_can_use_the_socket_or_is_told_the_fix() {
+    let mut pod = review_pod("gitlab");
+    pod["spec"]["containers"][0]["securityContext"]["runAsUser"] = 1000.into();
+    pod["spec"]["containers"][0]["securityContext"]["runAsGroup"] = 1000.into();
+    let (_, i, w) = injected_with(&pod, &Config::default());
+    assert!(w.is_empty(), "{w:?}");
+    assert!(i.sidecar.args.iter().flatten().any(|a| a == "--group=1000"), "{:?}", i.sidecar.args);
+
+    let mut pod = review_pod("gitlab");
+    pod["spec"]["containers"][0]["securityContext"]["runAsUser"] = 1000.into();
+    let (_, i, w) = injected_with(&pod, &Config::default());
+    assert!(i.sidecar.args.iter().flatten().any(|a| a == "--group=0"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("\"build\"") && w[0].contains("fsGroup: 1000"), "{}", w[0]);
+
+    pod["spec"]["securityContext"] = serde_json::json!({"fsGroup": 2000});
+    let (_, i, w) = injected_with(&pod, &Config::default());
+    assert!(w.is_empty() && i.sidecar.args.iter().flatten().any(|a| a == "--group=2000"), "{w:?}");
 }

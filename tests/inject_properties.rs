@@ -46,6 +46,11 @@ fn mount_path() -> impl Strategy<Value = String> {
         Just("/certs".to_string()),
         Just("/builds".to_string()),
         Just("/var/run/secrets/kubernetes.io/serviceaccount".to_string()),
+        Just("/var/run".to_string()),
+        Just("/var/lib/docker/".to_string()),
+        Just("/var".to_string()),
+        Just("/".to_string()),
+        Just("/tls/client".to_string()),
         "/[a-z]{1,8}(/[a-z]{1,8})?",
     ]
 }
@@ -56,11 +61,16 @@ fn env_entry() -> impl Strategy<Value = (String, Option<String>)> {
             Just("DOCKER_HOST".to_string()),
             Just("DOCKER_TLS_VERIFY".to_string()),
             Just("DOCKER_CERT_PATH".to_string()),
+            Just("DOCKER_TLS_CERTDIR".to_string()),
             "[A-Z_]{1,10}",
         ],
         prop::option::of(prop_oneof![
             Just("tcp://docker:2375".to_string()),
             Just("tcp://docker:2376".to_string()),
+            Just("tcp://localhost:2375/".to_string()),
+            Just("tcp://127.0.0.1:2376".to_string()),
+            Just("/tls".to_string()),
+            Just("/tls/client".to_string()),
             Just("unix:///var/run/dind/docker.sock".to_string()),
             Just(String::new()),
             ".{0,20}",
@@ -86,6 +96,9 @@ fn annotation_value() -> impl Strategy<Value = String> {
         Just("docker:27-dind".to_string()),
         Just("evil/image".to_string()),
         Just("gitlab".to_string()),
+        Just("off".to_string()),
+        Just("/builds,-/certs".to_string()),
+        Just("-/builds".to_string()),
         ".{0,40}",
     ]
 }
@@ -94,6 +107,7 @@ fn annotation_key() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("image"), Just("transport"), Just("containers"), Just("cpu"), Just("memory"),
         Just("storage"), Just("mtu"), Just("sidecar-mode"), Just("runner"), Just("inject"),
+        Just("workspace"),
     ]
     .prop_map(|k| format!("dind-injector.io/{k}"))
 }
@@ -119,6 +133,8 @@ prop_compose! {
         containers in prop::collection::vec(container(), 1..6),
         inits in prop::collection::vec(container(), 0..3),
         volumes in prop::collection::vec(volume_name(), 0..6),
+        kinds in prop::collection::vec(0usize..6, 6),
+        run_as in prop::option::of((0i64..3, prop::option::of(0i64..3))),
         annotations in prop::collection::vec((annotation_key(), annotation_value()), 0..5),
         runner_label in prop_oneof![
             Just(None),
@@ -167,8 +183,26 @@ prop_compose! {
         });
         if let Some((k, v)) = runner_label { pod["metadata"]["labels"] = json!({k: v}); }
         if !inits.is_empty() { pod["spec"]["initContainers"] = Value::Array(inits); }
-        if !vol_names.is_empty() { pod["spec"]["volumes"] = vol_names.iter().map(|v| json!({"name": v, "emptyDir": {}})).collect(); }
+        let source = |k: usize| match k {
+            1 => json!({"secret": {"secretName": "s"}}),
+            2 => json!({"hostPath": {"path": "/srv"}}),
+            3 => json!({"persistentVolumeClaim": {"claimName": "c"}}),
+            4 => json!({"projected": {"sources": []}}),
+            _ => json!({"emptyDir": {}}),
+        };
+        if !vol_names.is_empty() {
+            pod["spec"]["volumes"] = vol_names.iter().enumerate().map(|(i, v)| {
+                let mut vol = source(kinds[i % kinds.len()]);
+                vol["name"] = json!(v);
+                vol
+            }).collect();
+        }
         if let Some(g) = fs_group { pod["spec"]["securityContext"] = json!({"fsGroup": g}); }
+        if let Some((user, group)) = run_as
+            && let Some(c) = pod["spec"]["containers"].as_array_mut().and_then(|cs| cs.first_mut()) {
+                c["securityContext"] = json!({"runAsUser": user * 1000});
+                if let Some(g) = group { c["securityContext"]["runAsGroup"] = json!(g * 1000); }
+            }
         if with_aliases { pod["spec"]["hostAliases"] = json!([{"ip": "127.0.0.1", "hostnames": ["postgres"]}]); }
         if with_token {
             // What the apiserver's ServiceAccount plugin adds before the webhook is called.
@@ -219,6 +253,7 @@ proptest! {
                 }
                 let again = inject::plan_injection(&typed_patched, &ns, &config, &ClusterInfo::default());
                 prop_assert!(matches!(again.outcome, Outcome::Skip(SkipReason::AlreadyInjected)));
+                check_the_jobs_world(&typed_patched, &status, injection)?;
 
                 // As the apiserver stores it, the pod keeps its sidecar's exemption, and the
                 // sidecar holds no API token.
@@ -230,8 +265,9 @@ proptest! {
                 prop_assert!(verdict.findings.is_empty(), "{:?}", verdict.lines());
                 let spec = stored_pod.spec.unwrap_or_default();
                 let sidecar = spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == status.container);
+                let token_volumes: Vec<&str> = spec.volumes.iter().flatten().filter(|v| v.projected.is_some()).map(|v| v.name.as_str()).collect();
                 let token_mounts = sidecar.and_then(|c| c.volume_mounts.as_ref()).into_iter().flatten()
-                    .filter(|m| m.name.starts_with("kube-api-access-")).count();
+                    .filter(|m| token_volumes.contains(&m.name.as_str())).count();
                 prop_assert_eq!(token_mounts, 0);
             }
             Outcome::Skip(reason) => {
@@ -270,4 +306,46 @@ proptest! {
             prop_assert_eq!(&v["response"]["uid"], "u-1");
         }
     }
+}
+
+fn overlaps(a: &str, b: &str) -> bool {
+    let parts = |p: &str| p.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    let (a, b) = (parts(a), parts(b));
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+/// The sidecar sees the job's workspace and nothing else of the job's; its own socket is private;
+/// TCP is on 127.0.0.1 only; TLS certificates are where each job's DOCKER_CERT_PATH says.
+fn check_the_jobs_world(pod: &k8s_openapi::api::core::v1::Pod, status: &InjectionStatus, injection: &inject::Injection) -> Result<(), TestCaseError> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let sidecar = &injection.sidecar;
+    let args = sidecar.args.clone().unwrap_or_default();
+    prop_assert_eq!(args.iter().filter(|a| *a == "--host=unix:///var/run/docker.sock").count(), 1, "{:?}", args);
+    for host in args.iter().filter_map(|a| a.strip_prefix("--host=tcp://")) {
+        prop_assert!(host.starts_with("127.0.0.1:"), "{host}");
+    }
+    let own: Vec<String> = sidecar.volume_mounts.iter().flatten().filter(|m| status.volumes.contains(&m.name)).map(|m| m.mount_path.clone()).collect();
+    for m in sidecar.volume_mounts.iter().flatten().filter(|m| !status.volumes.contains(&m.name)) {
+        let recorded = status.mirrored.iter().any(|r| r.volume == m.name && r.path == m.mount_path && r.sub_path == m.sub_path);
+        prop_assert!(recorded, "sidecar mount {} at {} not recorded", m.name, m.mount_path);
+        let v = spec.volumes.iter().flatten().find(|v| v.name == m.name).cloned().unwrap_or_default();
+        prop_assert!(v.empty_dir.is_some() || v.ephemeral.is_some() || v.persistent_volume_claim.is_some(), "{} mirrored", m.name);
+        let by_target = spec.containers.iter().filter(|c| status.targets.contains(&c.name))
+            .any(|c| c.volume_mounts.iter().flatten().any(|j| j.name == m.name && j.mount_path.trim_end_matches('/') == m.mount_path));
+        prop_assert!(by_target, "{} at {} is no target's mount", m.name, m.mount_path);
+        for r in own.iter().map(String::as_str).chain(["/var/run", "/var/lib/docker", "/etc/docker", "/var/run/secrets/kubernetes.io/serviceaccount"]) {
+            prop_assert!(!overlaps(r, &m.mount_path), "{} overlaps {r}", m.mount_path);
+        }
+    }
+    if injection.settings.transport == Transport::TcpTls {
+        for c in spec.containers.iter().filter(|c| status.targets.contains(&c.name)) {
+            let certs = c.volume_mounts.iter().flatten().find(|m| m.sub_path.as_deref() == Some("client")).map(|m| m.mount_path.clone());
+            let cert_path = c.env.iter().flatten().find(|e| e.name == "DOCKER_CERT_PATH").and_then(|e| e.value.clone()).filter(|p| p.starts_with('/') && p.len() > 1 && !p.contains(".."));
+            if let (Some(certs), Some(path)) = (certs, cert_path) {
+                prop_assert_eq!(certs, path.trim().trim_end_matches('/'));
+            }
+        }
+    }
+    Ok(())
 }

@@ -203,3 +203,74 @@ fn opt_in_by_label_is_honoured_and_malformed_requests_are_warned_never_denied() 
         assert!(warnings.contains("exactly \\\"true\\\"") || warnings.contains("did you mean"), "{key}={value:?}: {warnings}");
     }
 }
+
+/// Rewrites the status annotation the way a forger would: a fingerprint that matches the changed
+/// sidecar, and the mirrored mounts it claims. Only the structural checks stand in the way.
+fn forge(mut pod: Value, edit_status: impl FnOnce(&mut inject::InjectionStatus)) -> Value {
+    let typed_pod = typed(&pod);
+    let sidecar = typed_pod.spec.and_then(|s| s.init_containers).unwrap_or_default().into_iter().find(|c| c.name == "dind").unwrap_or_default();
+    let text = pod["metadata"]["annotations"]["dind-injector.io/status"].as_str().unwrap_or_default().to_owned();
+    let mut status = inject::InjectionStatus::parse(&text).unwrap_or_else(|| panic!("no status in {text}"));
+    status.template = inject::sidecar_fingerprint(&sidecar);
+    edit_status(&mut status);
+    pod["metadata"]["annotations"]["dind-injector.io/status"] = json!(status.to_annotation());
+    pod
+}
+
+fn denial(pod: &Value) -> (bool, String) {
+    let (_, v) = run(&review_of(pod, "CREATE", None, None), PolicyMode::Enforce, &[]);
+    (v["response"]["allowed"] == true, v["response"]["status"]["message"].as_str().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn the_exemption_accepts_the_mirrored_workspace_and_nothing_else() {
+    let base = injected("gitlab");
+    let mirrored: Vec<String> = sidecar_mut(&mut base.clone())["volumeMounts"].as_array().cloned().unwrap_or_default().iter().filter_map(|m| m["mountPath"].as_str().map(str::to_owned)).collect();
+    assert!(mirrored.contains(&"/builds".to_owned()), "the workspace is mirrored: {mirrored:?}");
+    assert_eq!(denial(&base), (true, String::new()), "the mirrored mounts are accepted");
+    assert_eq!(denial(&forge(base.clone(), |_| {})), (true, String::new()), "a recomputed fingerprint alone changes nothing");
+
+    // A hostPath volume under the mirrored name: the sidecar would reach the node's filesystem.
+    let mut host = base.clone();
+    if let Some(vs) = host["spec"]["volumes"].as_array_mut() {
+        for v in vs.iter_mut().filter(|v| v["name"] == "repo") {
+            *v = json!({"name": "repo", "hostPath": {"path": "/"}});
+        }
+    }
+    let (allowed, message) = denial(&host);
+    assert!(!allowed);
+    assert!(message.contains("mirrors volume \"repo\" at /builds, a hostPath volume"), "{message}");
+
+    // An extra sidecar mount of the job's own emptyDir, not recorded as mirrored.
+    let mut extra = base.clone();
+    if let Some(v) = sidecar_mut(&mut extra)["volumeMounts"].as_array_mut() { v.push(json!({"name": "repo", "mountPath": "/elsewhere"})) }
+    let (allowed, message) = denial(&forge(extra.clone(), |_| {}));
+    assert!(!allowed);
+    assert!(message.contains("mounts volume \"repo\", which dind-injector did not add"), "{message}");
+
+    // The same mount recorded as mirrored, but no job container mounts it there.
+    let (allowed, message) = denial(&forge(extra, |s| {
+        s.mirrored.push(inject::workspace::MirroredMount { volume: "repo".into(), path: "/elsewhere".into(), sub_path: None, sub_path_expr: None });
+    }));
+    assert!(!allowed);
+    assert!(message.contains("no job container mounts it there"), "{message}");
+
+    // A Secret the job mounts, "mirrored" by a forged record.
+    let mut secret = base.clone();
+    if let Some(v) = secret["spec"]["volumes"].as_array_mut() { v.push(json!({"name": "creds", "secret": {"secretName": "registry"}})) }
+    if let Some(v) = secret["spec"]["containers"][0]["volumeMounts"].as_array_mut() { v.push(json!({"name": "creds", "mountPath": "/creds"})) }
+    if let Some(v) = sidecar_mut(&mut secret)["volumeMounts"].as_array_mut() { v.push(json!({"name": "creds", "mountPath": "/creds"})) }
+    let (allowed, message) = denial(&forge(secret, |s| {
+        s.mirrored.push(inject::workspace::MirroredMount { volume: "creds".into(), path: "/creds".into(), sub_path: None, sub_path_expr: None });
+    }));
+    assert!(!allowed);
+    assert!(message.contains("a secret volume"), "{message}");
+}
+
+#[test]
+fn a_status_without_mirrored_mounts_still_parses() {
+    let old = r#"{"version":1,"container":"dind","mode":"native","transport":"unix","image":"docker:28.5.1-dind","volumes":["dind-storage"],"targets":["build"],"template":"sha256:0123456789abcdef"}"#;
+    let status = inject::InjectionStatus::parse(old).unwrap_or_else(|| panic!("an older record must parse"));
+    assert!(status.mirrored.is_empty());
+    assert!(!status.to_annotation().contains("mirrored"), "an empty list is not written");
+}

@@ -1,12 +1,15 @@
 //! The injection decision: from a pod, its namespace and the configuration to a JSON Patch, or a
 //! reason not to inject. Pure: no IO, no clock, no randomness. The webhook and the CLI share it.
 
+mod access;
+pub mod compat;
 mod daemon;
 mod patch;
 pub mod runner;
 pub mod settings;
 pub mod sidecar;
 mod status;
+pub mod workspace;
 
 use std::collections::HashSet;
 
@@ -236,9 +239,12 @@ fn decide(
         });
     }
 
-    let (settings, mut setting_warnings) =
+    let (mut settings, mut setting_warnings) =
         settings::resolve(pod_annotations, &namespace.annotations, config, cluster);
     warnings.append(&mut setting_warnings);
+    let workspace_setting = workspace::resolve(pod_annotations, &namespace.annotations, config, warnings);
+    let candidates = compat::candidate_targets(spec, runner, &settings);
+    let listeners = compat::plan_listeners(&mut settings, spec, &candidates, pod_annotations, &namespace.annotations, config, warnings);
     let names = pick_names(spec, config, settings.transport);
     let socket_group = spec
         .security_context
@@ -246,18 +252,20 @@ fn decide(
         .and_then(|s| s.fs_group)
         .and_then(|g| u32::try_from(g).ok())
         .or(config.sidecar.socket_group)
-        .unwrap_or(0);
-    let plan = sidecar::build(&settings, config, &names, socket_group);
+        .unwrap_or_else(|| access::socket_group(spec, &candidates, settings.transport, config, warnings));
+    let mut plan = sidecar::build(&settings, config, &names, socket_group);
+    listeners.add_to(&mut plan.container);
 
     let targets = pick_targets(spec, runner, &settings, &plan, warnings);
     if targets.is_empty() {
         return Err(SkipReason::NoJobContainers);
     }
+    let mirrored = workspace::mirror_into(&mut plan.container, spec, &targets, &workspace_setting, config, warnings);
 
     let mut patch = PatchBuilder::default();
     let target_names: Vec<String> = targets.iter().map(|&i| spec.containers[i].name.clone()).collect();
     for &i in &targets {
-        add_to_job_container(&mut patch, i, &spec.containers[i], &plan, &settings, config, warnings);
+        add_to_job_container(&mut patch, i, &spec.containers[i], &plan, &settings, config, &listeners, warnings);
     }
     patch.append(
         &["spec", "volumes"],
@@ -276,7 +284,7 @@ fn decide(
         }
         _ => patch.append(&["spec", "initContainers"], spec.init_containers.is_some(), vec![sidecar_value]),
     }
-    if settings.transport != Transport::Unix {
+    if settings.transport != Transport::Unix || listeners.needs_alias() {
         add_docker_host_alias(&mut patch, spec);
     }
 
@@ -292,6 +300,7 @@ fn decide(
         volumes: volume_names,
         targets: target_names,
         template,
+        mirrored,
     };
     let has_annotations = pod_annotations.is_some();
     patch.insert(
@@ -410,7 +419,8 @@ fn pick_targets(
     };
     targets.retain(|&i| {
         let c = &spec.containers[i];
-        let clash = plan.job_mounts.iter().find(|m| {
+        let job_mounts = compat::job_side(c, plan, settings.transport).1;
+        let clash = job_mounts.iter().find(|m| {
             c.volume_mounts
                 .iter()
                 .flatten()
@@ -427,6 +437,7 @@ fn pick_targets(
     targets
 }
 
+#[allow(clippy::too_many_arguments)]
 fn add_to_job_container(
     patch: &mut PatchBuilder,
     index: usize,
@@ -434,6 +445,7 @@ fn add_to_job_container(
     plan: &sidecar::SidecarPlan,
     settings: &Settings,
     config: &Config,
+    listeners: &compat::Listeners,
     warnings: &mut Vec<String>,
 ) {
     let idx = index.to_string();
@@ -442,7 +454,7 @@ fn add_to_job_container(
     };
     if let Some(user) = existing("DOCKER_HOST") {
         let value = user.value.as_deref().unwrap_or_default();
-        if user.value_from.is_some() || !sidecar::points_at_injected_daemon(value, settings.transport, config) {
+        if user.value_from.is_some() || !(sidecar::points_at_injected_daemon(value, settings.transport, config) || listeners.handles(value)) {
             warnings.push(format!(
                 "dind-injector: container {:?} sets DOCKER_HOST={value:?}, which is not the injected daemon ({}); it is left as set. Remove it, or choose the transport with {}",
                 container.name,
@@ -460,8 +472,9 @@ fn add_to_job_container(
                 annotations::TRANSPORT
             ));
         }
-    let env: Vec<Value> = plan
-        .job_env
+    let (job_env, job_mounts, cert_warning) = compat::job_side(container, plan, settings.transport);
+    warnings.extend(cert_warning);
+    let env: Vec<Value> = job_env
         .iter()
         .filter(|e| existing(&e.name).is_none())
         .map(to_value)
@@ -470,6 +483,6 @@ fn add_to_job_container(
     patch.append(
         &["spec", "containers", &idx, "volumeMounts"],
         container.volume_mounts.is_some(),
-        plan.job_mounts.iter().map(to_value).collect(),
+        job_mounts.iter().map(to_value).collect(),
     );
 }

@@ -20,6 +20,9 @@ pub const TLS_PORT: u16 = 2376;
 /// Where the apiserver's ServiceAccount admission mounts the pod's API token into every container
 /// that has nothing mounted there yet.
 pub const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The daemon's socket in its own filesystem, where `docker run -v /var/run/docker.sock:...`
+/// looks for it; not shared with any other container.
+pub const OWN_SOCKET: &str = "unix:///var/run/docker.sock";
 /// The first Docker major version whose dockerd knows `--default-network-opt`.
 pub const DEFAULT_NETWORK_OPT_SINCE: u32 = 24;
 
@@ -86,6 +89,10 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
     let network_opt = docker_major.is_none_or(|m| m >= DEFAULT_NETWORK_OPT_SINCE);
 
     let mut args = vec!["dockerd".to_owned(), format!("--host={}", docker_host(transport, config))];
+    if docker_host(transport, config) != OWN_SOCKET {
+        // The daemon's own socket, private to the sidecar: `-v /var/run/docker.sock:...` works.
+        args.push(format!("--host={OWN_SOCKET}"));
+    }
     match transport {
         Transport::Unix => args.push(format!("--group={socket_group}")),
         Transport::Tcp => args.push("--tls=false".to_owned()),

@@ -24,6 +24,10 @@ pub struct InjectionStatus {
     /// [`sidecar_fingerprint`] of the injected container: the validating webhook recomputes it to
     /// tell the injected sidecar from one that was changed afterwards.
     pub template: String,
+    /// Job mounts mirrored into the sidecar at the same paths (absent in records written before
+    /// workspace mirroring, and when nothing was mirrored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrored: Vec<super::workspace::MirroredMount>,
 }
 
 /// The current format version. 2: the template hash is taken over the sidecar as the apiserver

@@ -196,7 +196,7 @@ fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) ->
         return Some("its command, arguments, environment, security context or mounts were changed after injection".into());
     }
     for m in container.volume_mounts.iter().flatten() {
-        if !status.volumes.contains(&m.name) {
+        if !status.volumes.contains(&m.name) && !inject::workspace::is_recorded(status, m) {
             return Some(format!("it mounts volume {:?}, which dind-injector did not add", m.name));
         }
     }
@@ -209,6 +209,9 @@ fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) ->
         if !expected_kind || v.host_path.is_some() {
             return Some(format!("its volume {name:?} is no longer the emptyDir or ConfigMap dind-injector added"));
         }
+    }
+    if let Some(problem) = inject::workspace::mirror_problem(spec, status) {
+        return Some(problem);
     }
     if container.ports.iter().flatten().any(|p| p.host_port.is_some_and(|h| h != 0)) {
         return Some("it opens a host port".into());

@@ -1,0 +1,553 @@
+//! The job's world, seen by the daemon: the sidecar mounts the volumes the job containers work in
+//! at the same paths, so `docker run -v "$PWD":/src`, compose files with relative binds and builds
+//! that write into the workspace resolve to the same files in dockerd's filesystem.
+//!
+//! Only emptyDir, generic ephemeral and persistentVolumeClaim volumes are mirrored: never API
+//! tokens, Secrets, ConfigMaps, projected, downward-API or hostPath volumes. What was mirrored is
+//! recorded in the status annotation, and the validating webhook accepts exactly that.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Volume, VolumeMount};
+use serde::{Deserialize, Serialize};
+
+use crate::annotations;
+use crate::config::{Config, WorkspaceMirroring};
+
+use super::status::InjectionStatus;
+
+/// Paths of the sidecar's own filesystem that a mirrored mount must neither cover, nor sit on,
+/// nor sit under (besides the socket and certificate directories and the sidecar's own mounts).
+pub const RESERVED_PATHS: &[&str] = &[
+    "/var/lib/docker",
+    "/etc/docker",
+    "/var/run",
+    "/run",
+    "/var/run/docker.sock",
+    "/var/run/secrets/kubernetes.io/serviceaccount",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/usr",
+    "/dev",
+    "/proc",
+    "/sys",
+];
+
+/// One job mount mirrored into the sidecar, as recorded in the status annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirroredMount {
+    /// The pod volume.
+    pub volume: String,
+    /// The mount path, the same in the sidecar and the job container.
+    pub path: String,
+    /// The job mount's `subPath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    /// The job mount's `subPathExpr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path_expr: Option<String>,
+}
+
+impl MirroredMount {
+    fn of(m: &VolumeMount) -> Self {
+        MirroredMount {
+            volume: m.name.clone(),
+            path: normalize(&m.mount_path),
+            sub_path: m.sub_path.clone().filter(|s| !s.is_empty()),
+            sub_path_expr: m.sub_path_expr.clone().filter(|s| !s.is_empty()),
+        }
+    }
+
+    fn mount(&self) -> VolumeMount {
+        VolumeMount {
+            name: self.volume.clone(),
+            mount_path: self.path.clone(),
+            sub_path: self.sub_path.clone(),
+            sub_path_expr: self.sub_path_expr.clone(),
+            ..VolumeMount::default()
+        }
+    }
+
+    /// Whether `m` is exactly this mount, read-write or read-only, with no mount propagation.
+    fn is(&self, m: &VolumeMount) -> bool {
+        MirroredMount::of(m) == *self
+            && m.mount_propagation.as_deref().is_none_or(|p| p == "None")
+    }
+}
+
+/// Which job mounts are mirrored: the `auto` set, plus paths added, minus paths left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkspaceSetting {
+    /// Mirror every eligible mount of the job containers.
+    pub auto: bool,
+    /// Mount paths mirrored even when `auto` is off.
+    pub add: Vec<String>,
+    /// Mount paths never mirrored.
+    pub remove: Vec<String>,
+}
+
+/// The setting for a pod: `sidecar.workspace`, then the namespace's, then the pod's
+/// `dind-injector.io/workspace` annotation. A value that does not parse is not applied, with a
+/// warning that says why.
+pub fn resolve(
+    pod_annotations: Option<&BTreeMap<String, String>>,
+    namespace_annotations: &BTreeMap<String, String>,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> WorkspaceSetting {
+    let mut setting = WorkspaceSetting {
+        auto: config.sidecar.workspace == WorkspaceMirroring::Auto,
+        ..WorkspaceSetting::default()
+    };
+    let layers = [("namespace", Some(namespace_annotations)), ("pod", pod_annotations)];
+    for (source, map) in layers {
+        let Some(value) = map.and_then(|m| m.get(annotations::WORKSPACE)) else {
+            continue;
+        };
+        match parse(value) {
+            Ok(Parsed::Auto) => setting = WorkspaceSetting { auto: true, ..WorkspaceSetting::default() },
+            Ok(Parsed::Off) => setting = WorkspaceSetting::default(),
+            Ok(Parsed::Paths { add, remove }) => {
+                setting.remove.retain(|p| !add.contains(p));
+                setting.add.retain(|p| !remove.contains(p));
+                setting.add.extend(add);
+                setting.remove.extend(remove);
+            }
+            Err(why) => warnings.push(format!(
+                "dind-injector: {source} annotation {}={value:?} is not applied: {why}",
+                annotations::WORKSPACE
+            )),
+        }
+    }
+    setting
+}
+
+enum Parsed {
+    Auto,
+    Off,
+    Paths { add: Vec<String>, remove: Vec<String> },
+}
+
+fn parse(value: &str) -> Result<Parsed, String> {
+    match value.trim() {
+        "auto" => return Ok(Parsed::Auto),
+        "off" => return Ok(Parsed::Off),
+        _ => {}
+    }
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (list, path) = match item.strip_prefix('-') {
+            Some(p) => (&mut remove, p.trim()),
+            None => (&mut add, item),
+        };
+        if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "{item:?} is not an absolute path; write auto, off, or a comma list of job mount paths to add (/cache) or leave out (-/cache)"
+            ));
+        }
+        list.push(normalize(path));
+    }
+    if add.is_empty() && remove.is_empty() {
+        return Err("it names no path; write auto, off, or a comma list like /cache,-/scripts".into());
+    }
+    Ok(Parsed::Paths { add, remove })
+}
+
+/// `/a/b/` → `/a/b`; `/` stays.
+fn normalize(path: &str) -> String {
+    let trimmed = path.trim().trim_end_matches('/');
+    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+}
+
+fn components(path: &str) -> Vec<&str> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect()
+}
+
+/// Whether one path is the other, or a parent of it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let (a, b) = (components(a), components(b));
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+/// The volume's kind when it is one that is mirrored (emptyDir, ephemeral, PVC, and nothing else).
+pub fn mirrorable_kind(v: &Volume) -> Option<&'static str> {
+    let value = serde_json::to_value(v).ok()?;
+    let sources: Vec<&String> = value.as_object()?.keys().filter(|k| *k != "name").collect();
+    match sources.as_slice() {
+        [k] if *k == "emptyDir" => Some("emptyDir"),
+        [k] if *k == "ephemeral" => Some("ephemeral"),
+        [k] if *k == "persistentVolumeClaim" => Some("persistentVolumeClaim"),
+        _ => None,
+    }
+}
+
+fn kind_name(v: &Volume) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// What mirroring adds to the sidecar.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mirroring {
+    /// The mounts, recorded in the status annotation.
+    pub mounts: Vec<MirroredMount>,
+    /// Variables `subPathExpr` mounts need in the sidecar (copied from the job container).
+    pub env: Vec<EnvVar>,
+}
+
+/// Mirrors the eligible mounts of `spec.containers[targets]` into `sidecar` (mounts and the
+/// variables their `subPathExpr` needs), and returns what it mirrored.
+pub fn mirror_into(
+    sidecar: &mut Container,
+    spec: &PodSpec,
+    targets: &[usize],
+    setting: &WorkspaceSetting,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Vec<MirroredMount> {
+    let own: Vec<String> = sidecar.volume_mounts.iter().flatten().map(|m| m.mount_path.clone()).collect();
+    let sidecar_env: Vec<EnvVar> = sidecar.env.clone().unwrap_or_default();
+    let m = plan(spec, targets, setting, config, &own, &sidecar_env, warnings);
+    if !m.mounts.is_empty() {
+        sidecar.volume_mounts.get_or_insert_with(Vec::new).extend(m.mounts.iter().map(MirroredMount::mount));
+    }
+    if !m.env.is_empty() {
+        sidecar.env.get_or_insert_with(Vec::new).extend(m.env);
+    }
+    m.mounts
+}
+
+/// The pure core of [`mirror_into`]: `own` are the sidecar's mount paths, `sidecar_env` its env.
+pub fn plan(
+    spec: &PodSpec,
+    targets: &[usize],
+    setting: &WorkspaceSetting,
+    config: &Config,
+    own: &[String],
+    sidecar_env: &[EnvVar],
+    warnings: &mut Vec<String>,
+) -> Mirroring {
+    let mut reserved: Vec<String> = RESERVED_PATHS.iter().map(|p| (*p).to_owned()).collect();
+    reserved.push(config.sidecar.socket_dir.clone());
+    reserved.push(config.sidecar.cert_dir.clone());
+    reserved.extend(own.iter().cloned());
+
+    let mut out = Mirroring::default();
+    let mut seen_added: Vec<String> = Vec::new();
+    for &i in targets {
+        let Some(c) = spec.containers.get(i) else { continue };
+        for m in c.volume_mounts.iter().flatten() {
+            let record = MirroredMount::of(m);
+            let path = record.path.clone();
+            let path = path.as_str();
+            let added = setting.add.iter().any(|p| p == path);
+            if added {
+                seen_added.push(path.to_owned());
+            }
+            if setting.remove.iter().any(|p| p == path) || !(setting.auto || added) {
+                continue;
+            }
+            let Some(volume) = spec.volumes.iter().flatten().find(|v| v.name == m.name) else {
+                continue;
+            };
+            if mirrorable_kind(volume).is_none() {
+                if added {
+                    warnings.push(format!(
+                        "dind-injector: {} adds {path}, but container {:?} mounts a {} volume ({:?}) there; only emptyDir, ephemeral and persistentVolumeClaim volumes are mirrored into the sidecar. Copy what the daemon needs into the workspace instead",
+                        annotations::WORKSPACE, c.name, kind_name(volume), volume.name
+                    ));
+                }
+                continue;
+            }
+            if let Some(r) = reserved.iter().find(|r| overlaps(r, path)) {
+                warnings.push(format!(
+                    "dind-injector: container {:?} mounts volume {:?} at {path}, which overlaps the sidecar's own {r}; it is not mirrored, so `docker run -v` of paths there sees the sidecar's files. Mount the volume at another path in the job container, or leave it out with {}: \"-{path}\"",
+                    c.name, m.name, annotations::WORKSPACE
+                ));
+                continue;
+            }
+            if let Some(other) = out.mounts.iter().find(|o| o.path == path) {
+                if *other != record {
+                    warnings.push(format!(
+                        "dind-injector: container {:?} mounts volume {:?} at {path}, but another job container mounts {:?}{} there; the sidecar mirrors only the first. Use one volume per path in the job containers",
+                        c.name,
+                        m.name,
+                        other.volume,
+                        other.sub_path.as_deref().map(|s| format!(" (subPath {s:?})")).unwrap_or_default()
+                    ));
+                }
+                continue;
+            }
+            if let Some(expr) = &record.sub_path_expr {
+                match expr_env(c, expr, sidecar_env, &out.env) {
+                    Ok(vars) => out.env.extend(vars),
+                    Err(why) => {
+                        warnings.push(format!(
+                            "dind-injector: container {:?} mounts volume {:?} at {path} with subPathExpr {expr:?}, which the sidecar cannot expand the same way: {why}; it is not mirrored. Use subPath, or variables from the pod's metadata (fieldRef)",
+                            c.name, m.name
+                        ));
+                        continue;
+                    }
+                }
+            }
+            out.mounts.push(record);
+        }
+    }
+    for p in &setting.add {
+        if !seen_added.contains(p) {
+            warnings.push(format!(
+                "dind-injector: {} adds {p}, but no job container mounts a volume there; nothing is mirrored for it. Name a mountPath of a job container",
+                annotations::WORKSPACE
+            ));
+        }
+    }
+    out
+}
+
+/// The variables `expr` refers to, copied from `c` when they expand the same in the sidecar: a
+/// literal value or a pod-level `fieldRef`.
+fn expr_env(c: &Container, expr: &str, sidecar: &[EnvVar], taken: &[EnvVar]) -> Result<Vec<EnvVar>, String> {
+    let mut vars = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("$(") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find(')') else { break };
+        let name = &after[..end];
+        rest = &after[end + 1..];
+        let Some(e) = c.env.iter().flatten().find(|e| e.name == name) else {
+            return Err(format!("${name} is not set in container {:?}", c.name));
+        };
+        let mut copy = e.clone();
+        match (&copy.value, copy.value_from.as_mut()) {
+            // An empty value is dropped by the apiserver: the stored sidecar would differ.
+            (Some(v), None) if !v.is_empty() && !v.contains("$(") => {}
+            (None, Some(from)) if from.field_ref.is_some() && from.config_map_key_ref.is_none() && from.secret_key_ref.is_none() && from.resource_field_ref.is_none() => {
+                if let Some(f) = from.field_ref.as_mut() {
+                    // The apiserver fills this default; set it so the stored sidecar is unchanged.
+                    f.api_version.get_or_insert_with(|| "v1".to_owned());
+                }
+            }
+            _ => return Err(format!("${name} is neither a literal nor a fieldRef")),
+        }
+        let clash = sidecar.iter().chain(taken.iter()).chain(vars.iter()).find(|s| s.name == name);
+        match clash {
+            Some(s) if *s == copy => {}
+            Some(_) => return Err(format!("${name} already has another value in the sidecar")),
+            None => vars.push(copy),
+        }
+    }
+    Ok(vars)
+}
+
+/// Whether the sidecar mount `m` is one the status records as mirrored.
+pub fn is_recorded(status: &InjectionStatus, m: &VolumeMount) -> bool {
+    status.mirrored.iter().any(|r| r.is(m))
+}
+
+/// Why the mirrored mounts the status records are not what the injector mirrors, if they are not:
+/// each must be an emptyDir, ephemeral or persistentVolumeClaim volume that a job container named
+/// in the status mounts at the same path with the same subPath.
+pub fn mirror_problem(spec: &PodSpec, status: &InjectionStatus) -> Option<String> {
+    for r in &status.mirrored {
+        let Some(v) = spec.volumes.iter().flatten().find(|v| v.name == r.volume) else {
+            return Some(format!("its mirrored volume {:?} is missing", r.volume));
+        };
+        if mirrorable_kind(v).is_none() {
+            return Some(format!(
+                "it mirrors volume {:?} at {}, a {} volume; only emptyDir, ephemeral and persistentVolumeClaim volumes are mirrored",
+                r.volume,
+                r.path,
+                kind_name(v)
+            ));
+        }
+        let mounted_by_target = spec
+            .containers
+            .iter()
+            .filter(|c| status.targets.contains(&c.name))
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+            .any(|m| MirroredMount::of(m) == *r);
+        if !mounted_by_target {
+            return Some(format!(
+                "it mirrors volume {:?} at {}, but no job container mounts it there",
+                r.volume, r.path
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, HostPathVolumeSource, SecretVolumeSource};
+
+    fn vm(name: &str, path: &str) -> VolumeMount {
+        VolumeMount { name: name.into(), mount_path: path.into(), ..VolumeMount::default() }
+    }
+
+    fn empty(name: &str) -> Volume {
+        Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() }
+    }
+
+    fn spec(mounts: &[(&str, &str)], volumes: Vec<Volume>) -> PodSpec {
+        PodSpec {
+            containers: vec![Container {
+                name: "build".into(),
+                volume_mounts: Some(mounts.iter().map(|(n, p)| vm(n, p)).collect()),
+                ..Container::default()
+            }],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }
+    }
+
+    fn auto() -> WorkspaceSetting {
+        WorkspaceSetting { auto: true, ..WorkspaceSetting::default() }
+    }
+
+    fn paths(m: &Mirroring) -> Vec<&str> {
+        m.mounts.iter().map(|r| r.path.as_str()).collect()
+    }
+
+    #[test]
+    fn only_emptydir_ephemeral_and_pvc_volumes_are_mirrored() {
+        let secret = Volume { name: "token".into(), secret: Some(SecretVolumeSource::default()), ..Volume::default() };
+        let host = Volume { name: "host".into(), host_path: Some(HostPathVolumeSource { path: "/srv".into(), type_: None }), ..Volume::default() };
+        let pvc: Volume = serde_json::from_value(serde_json::json!({"name": "cache", "persistentVolumeClaim": {"claimName": "c"}})).unwrap_or_default();
+        let eph: Volume = serde_json::from_value(serde_json::json!({"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}})).unwrap_or_default();
+        let s = spec(
+            &[("repo", "/builds/"), ("token", "/token"), ("host", "/srv"), ("cache", "/cache"), ("scratch", "/scratch")],
+            vec![empty("repo"), secret, host, pvc, eph],
+        );
+        let mut w = Vec::new();
+        let m = plan(&s, &[0], &auto(), &Config::default(), &[], &[], &mut w);
+        assert_eq!(paths(&m), ["/builds", "/cache", "/scratch"]);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn collisions_with_the_sidecars_paths_are_skipped_with_a_warning() {
+        let table = [
+            ("/var/run", true),
+            ("/var/run/dind", true),
+            ("/var/lib/docker/x", true),
+            ("/var", true),
+            ("/", true),
+            ("/certs", true),
+            ("/etc/docker", true),
+            ("/own", true),
+            ("/builds", false),
+            ("/var/lib/dockerish", false),
+            ("/etc/app", false),
+        ];
+        for (path, collides) in table {
+            let s = spec(&[("repo", path)], vec![empty("repo")]);
+            let mut w = Vec::new();
+            let m = plan(&s, &[0], &auto(), &Config::default(), &["/own".into()], &[], &mut w);
+            assert_eq!(m.mounts.is_empty(), collides, "{path}");
+            assert_eq!(w.len(), usize::from(collides), "{path}: {w:?}");
+            if collides {
+                assert!(w[0].contains("\"build\"") && w[0].contains(path) && w[0].contains("-") && w[0].contains(annotations::WORKSPACE), "{}", w[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn annotation_adds_removes_and_turns_off() {
+        let s = spec(&[("repo", "/builds"), ("scripts", "/scripts")], vec![empty("repo"), empty("scripts")]);
+        let cfg = Config::default();
+        let ann = |v: &str| BTreeMap::from([(annotations::WORKSPACE.to_owned(), v.to_owned())]);
+        let run = |pod: &str, ns: &str, c: &Config| {
+            let mut w = Vec::new();
+            let (p, n) = (ann(pod), if ns.is_empty() { BTreeMap::new() } else { ann(ns) });
+            let setting = resolve(Some(&p), &n, c, &mut w);
+            let m = plan(&s, &[0], &setting, c, &[], &[], &mut w);
+            (paths(&m).iter().map(|p| p.to_string()).collect::<Vec<_>>(), w)
+        };
+        assert_eq!(run("off", "", &cfg).0, Vec::<String>::new());
+        assert_eq!(run("-/scripts/", "", &cfg).0, ["/builds"]);
+        assert_eq!(run("/builds", "off", &cfg).0, ["/builds"]);
+        assert_eq!(run("auto", "off", &cfg).0, ["/builds", "/scripts"]);
+        let mut off = Config::default();
+        off.sidecar.workspace = WorkspaceMirroring::Off;
+        assert_eq!(run("/scripts", "", &off).0, ["/scripts"]);
+        let (got, w) = run("builds", "", &cfg);
+        assert_eq!(got, ["/builds", "/scripts"], "a bad value is not applied");
+        assert!(w.len() == 1 && w[0].contains("not an absolute path"), "{w:?}");
+        let (_, w) = run("/nowhere", "", &cfg);
+        assert!(w.len() == 1 && w[0].contains("/nowhere") && w[0].contains("no job container"), "{w:?}");
+    }
+
+    #[test]
+    fn one_path_one_volume_and_subpaths_kept() {
+        let mut s = spec(&[("repo", "/builds")], vec![empty("repo"), empty("other")]);
+        s.containers.push(Container {
+            name: "svc-0".into(),
+            volume_mounts: Some(vec![
+                vm("repo", "/builds"),
+                vm("other", "/builds"),
+                VolumeMount { sub_path: Some("cache".into()), ..vm("other", "/cache") },
+            ]),
+            ..Container::default()
+        });
+        let mut w = Vec::new();
+        let m = plan(&s, &[0, 1], &auto(), &Config::default(), &[], &[], &mut w);
+        assert_eq!(paths(&m), ["/builds", "/cache"]);
+        assert_eq!(m.mounts[1].sub_path.as_deref(), Some("cache"));
+        assert!(w.len() == 1 && w[0].contains("\"svc-0\"") && w[0].contains("\"other\""), "{w:?}");
+    }
+
+    #[test]
+    fn sub_path_expr_copies_pod_level_variables_only() {
+        let s: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "build", "env": [
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+                {"name": "EMPTY", "value": ""}
+            ], "volumeMounts": [
+                {"name": "repo", "mountPath": "/builds", "subPathExpr": "$(POD)"},
+                {"name": "cache", "mountPath": "/cache", "subPathExpr": "$(MEM)"},
+                {"name": "tmp", "mountPath": "/tmp", "subPathExpr": "x$(EMPTY)"}
+            ]}],
+            "volumes": [{"name": "repo", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+        }))
+        .unwrap_or_default();
+        let mut w = Vec::new();
+        let m = plan(&s, &[0], &auto(), &Config::default(), &[], &[], &mut w);
+        assert_eq!(paths(&m), ["/builds"]);
+        assert_eq!(m.env.len(), 1);
+        assert_eq!(m.env[0].value_from.as_ref().and_then(|f| f.field_ref.as_ref()).and_then(|f| f.api_version.as_deref()), Some("v1"));
+        assert!(w.len() == 2 && w[0].contains("subPathExpr") && w[0].contains("/cache") && w[1].contains("/tmp"), "{w:?}");
+    }
+
+    #[test]
+    fn the_exemption_accepts_exactly_what_was_mirrored() {
+        let s = spec(&[("repo", "/builds")], vec![empty("repo")]);
+        let mut status = InjectionStatus {
+            version: 1,
+            container: "dind".into(),
+            mode: "native".into(),
+            transport: "unix".into(),
+            image: "docker:28.5.1-dind".into(),
+            volumes: vec![],
+            targets: vec!["build".into()],
+            template: String::new(),
+            mirrored: vec![MirroredMount { volume: "repo".into(), path: "/builds".into(), sub_path: None, sub_path_expr: None }],
+        };
+        assert_eq!(mirror_problem(&s, &status), None);
+        assert!(is_recorded(&status, &vm("repo", "/builds")));
+        assert!(!is_recorded(&status, &vm("repo", "/elsewhere")));
+        assert!(!is_recorded(&status, &VolumeMount { mount_propagation: Some("Bidirectional".into()), ..vm("repo", "/builds") }));
+        status.targets.clear();
+        assert!(mirror_problem(&s, &status).is_some_and(|p| p.contains("no job container")));
+        let host = Volume { name: "repo".into(), host_path: Some(HostPathVolumeSource { path: "/".into(), type_: None }), ..Volume::default() };
+        let s = spec(&[("repo", "/builds")], vec![host]);
+        status.targets = vec!["build".into()];
+        assert!(mirror_problem(&s, &status).is_some_and(|p| p.contains("hostPath")));
+    }
+}
