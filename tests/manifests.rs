@@ -70,9 +70,9 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn kustomize(overlay: &str) -> String {
+/// `kubectl kustomize` of `dir` (relative to the repository root: kustomize refuses absolute paths).
+fn kustomize(dir: &str) -> String {
     let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
-    let dir = format!("manifests/overlays/{overlay}");
     let output = Command::new(&kubectl)
         .arg("kustomize")
         .arg(&dir)
@@ -136,7 +136,11 @@ fn first_difference(written: &Value, understood: &Value, path: &str) -> Option<S
 }
 
 fn render(overlay: &str) -> Rendered {
-    let text = kustomize(overlay);
+    render_dir(overlay, &format!("manifests/overlays/{overlay}"))
+}
+
+fn render_dir(overlay: &str, dir: &str) -> Rendered {
+    let text = kustomize(dir);
     let mut rendered = Rendered {
         overlay: overlay.to_owned(),
         ..Rendered::default()
@@ -1600,4 +1604,49 @@ fn cel_check_catches_broken_expressions() {
     ] {
         assert!(check_cel_plausible(bad).is_err(), "accepted: {bad}");
     }
+}
+
+/// `to` as a path relative to `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..from.len() {
+        path.push("..");
+    }
+    to[common..].iter().for_each(|c| path.push(c));
+    path
+}
+
+/// With `policy.level: restricted` in the configuration, namespaces without the level label are
+/// at restricted: the component leaves one validating webhook that sends every pod of every
+/// opted-in namespace.
+#[test]
+fn restricted_by_default_component_sends_every_pod() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("restricted-by-default-overlay");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let root = relative(&dir, &repo_root());
+    let overlay = format!(
+        "resources:\n- {}\ncomponents:\n- {}\n",
+        root.join("manifests/overlays/self-managed").display(),
+        root.join("manifests/components/restricted-by-default").display()
+    );
+    std::fs::write(dir.join("kustomization.yaml"), overlay).unwrap_or_else(|e| panic!("{e}"));
+    let r = render_dir("self-managed + restricted-by-default", &relative(&repo_root(), &dir).display().to_string());
+    let o = &r.overlay;
+    let service = one(&r.services, "Service", o);
+    let config = one(&r.validating, "ValidatingWebhookConfiguration", o);
+    let webhooks = config.webhooks.clone().unwrap_or_default();
+    let webhook = one(&webhooks, "validating webhook", o);
+    assert_eq!(webhook.name, VALIDATE_RESTRICTED);
+    check_client_config(&webhook.client_config, service, "/validate", &webhook.name, o);
+    check_namespace_selector(webhook.namespace_selector.as_ref(), &[], &webhook.name, o);
+    for level in ["baseline", "restricted", "anything"] {
+        let ns = labels(&[(INJECTION_LABEL, INJECTION_ENABLED), (NAME_LABEL, "ci"), (POD_SECURITY, level)]);
+        assert!(webhook.namespace_selector.as_ref().is_some_and(|s| selector_matches(s, &ns)), "{o}: {POD_SECURITY}={level}");
+    }
+    let conditions: Vec<&str> = webhook.match_conditions.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(conditions, ["spec-changed"], "{o}: every pod CREATE and spec UPDATE is sent");
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
 }
