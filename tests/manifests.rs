@@ -75,7 +75,7 @@ fn kustomize(dir: &str) -> String {
     let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
     let output = Command::new(&kubectl)
         .arg("kustomize")
-        .arg(&dir)
+        .arg(dir)
         .current_dir(repo_root())
         .output()
         .unwrap_or_else(|e| {

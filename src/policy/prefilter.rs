@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use crate::annotations::{INJECTION_ENABLED, INJECTION_LABEL, POD_SECURITY, PREFIX};
+use crate::annotations::{POD_SECURITY, PREFIX};
 use crate::namespace::NamespaceView;
 
 use super::standards::{BASELINE_CAPABILITIES, SAFE_SYSCTLS, SELINUX_TYPES};
@@ -53,13 +53,10 @@ impl Route {
 /// Where the apiserver routes a pod CREATE of `pod` (as JSON, the way the apiserver binds
 /// `object`) in `namespace`.
 pub fn validating_route(pod: &Value, namespace: &NamespaceView) -> Route {
-    let labels = &namespace.labels;
-    if labels.get(INJECTION_LABEL).map(String::as_str) != Some(INJECTION_ENABLED)
-        || EXCLUDED_NAMESPACES.contains(&namespace.name.as_str())
-    {
+    if !namespace.is_opted_in() || EXCLUDED_NAMESPACES.contains(&namespace.name.as_str()) {
         return Route::NamespaceNotSelected;
     }
-    if labels.get(POD_SECURITY).map(String::as_str) == Some("restricted") {
+    if namespace.labels.get(POD_SECURITY).map(String::as_str) == Some("restricted") {
         return Route::Restricted;
     }
     baseline_prefilter(pod).map_or(Route::NotSent, Route::Sent)
