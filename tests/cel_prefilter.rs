@@ -164,12 +164,14 @@ impl Conditions {
 }
 
 /// What the server finds wrong with `pod` in a namespace at baseline (every finding, not only
-/// the Pod Security controls), as one line each.
+/// the Pod Security controls, and the controls on the injected sidecar too), one line each.
 fn baseline_problems(pod: &Value, what: &str) -> Vec<String> {
     let typed: Pod = serde_json::from_value(pod.clone()).unwrap_or_else(|e| panic!("{what}: not a Pod: {e}"));
     let mut lines: Vec<String> = check_pod_security(&typed, Level::Baseline, None).iter().map(ToString::to_string).collect();
     let namespace = NamespaceView::opted_in("ci");
     lines.extend(validate_pod(&typed, &namespace, &Config::default(), &ClusterInfo::default()).lines());
+    lines.sort();
+    lines.dedup();
     lines
 }
 
@@ -217,14 +219,19 @@ impl Tally {
     }
 
     fn assert_sound(&self, what: &str) {
-        assert!(self.disagreements.is_empty(), "{what}: the Rust predicate and the CEL expression disagree:\n  {}", self.disagreements.join("\n  "));
-        assert!(
-            self.denied_skipped.is_empty(),
-            "{what}: {} of {} pods the policy denies at baseline would never reach the webhook:\n  {}",
-            self.denied_skipped.len(),
-            self.denied,
-            self.denied_skipped.join("\n  ")
-        );
+        let mut problems = Vec::new();
+        if !self.denied_skipped.is_empty() {
+            problems.push(format!(
+                "{} of {} pods the policy denies at baseline would never reach the webhook:\n  {}",
+                self.denied_skipped.len(),
+                self.denied,
+                self.denied_skipped.join("\n  ")
+            ));
+        }
+        if !self.disagreements.is_empty() {
+            problems.push(format!("the Rust predicate and the CEL expression disagree:\n  {}", self.disagreements.join("\n  ")));
+        }
+        assert!(problems.is_empty(), "{what}: {}", problems.join("\n"));
     }
 
     fn report(&self, what: &str) -> String {
@@ -432,11 +439,8 @@ fn every_control_in_every_container_kind_is_sent() {
     assert!(checked > 60, "{checked}");
 }
 
-/// Every value baseline allows, one per pod: none is sent, so the lists in the expression are
-/// exactly those of src/policy/standards.rs (a value missing from the expression would be sent).
-#[test]
-fn every_allowed_value_is_not_sent() {
-    let c = Conditions::load();
+/// (path in the pod, value) that baseline allows, each on its own.
+fn allowed_values() -> Vec<(String, Value)> {
     let mut cases: Vec<(String, Value)> = Vec::new();
     for cap in BASELINE_CAPABILITIES {
         cases.push(("spec/containers/0/securityContext/capabilities/add".into(), json!([cap])));
@@ -475,6 +479,15 @@ fn every_allowed_value_is_not_sent() {
         ("metadata/labels/inject".into(), json!("true")),
         ("metadata/annotations/example.com~1inject".into(), json!("true")),
     ]);
+    cases
+}
+
+/// Every value baseline allows, one per pod: none is sent, so the lists in the expression are
+/// exactly those of src/policy/standards.rs (a value missing from the expression would be sent).
+#[test]
+fn every_allowed_value_is_not_sent() {
+    let c = Conditions::load();
+    let cases = allowed_values();
     for (path, value) in cases {
         let pod = with(&path, value.clone());
         let what = format!("{path}={value}");
@@ -482,6 +495,35 @@ fn every_allowed_value_is_not_sent() {
         assert!(!c.sends_create(BASELINE, &pod, &what), "{what}: allowed at baseline, but sent");
         assert_eq!(baseline_prefilter(&pod), None, "{what}");
     }
+}
+
+/// Pods made of several of the pieces above at once (forbidden and allowed values in any
+/// container kind): the policy's denials are all sent, and the Rust predicate agrees.
+#[test]
+fn combinations_of_controls_are_sent_when_any_is_violated() {
+    let c = Conditions::load();
+    let mut pieces = allowed_values();
+    pieces.extend(pod_violations());
+    for kind in ["initContainers", "containers", "ephemeralContainers"] {
+        pieces.extend(container_violations().into_iter().map(|(f, v)| (format!("spec/{kind}/0/{f}"), v)));
+    }
+    let tally = std::cell::RefCell::new(Tally::default());
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config { cases: 300, ..Default::default() });
+    let strategy = proptest::sample::subsequence(pieces, 0..6);
+    runner
+        .run(&strategy, |chosen| {
+            let mut pod = plain_pod();
+            let what: Vec<String> = chosen.iter().map(|(p, v)| format!("{p}={v}")).collect();
+            for (path, value) in chosen {
+                set(&mut pod, &path, value);
+            }
+            tally.borrow_mut().judge(&c, &pod, &what.join(", "));
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tally = tally.into_inner();
+    tally.assert_sound("combinations");
+    println!("{}", tally.report("random combinations").lines().next().unwrap_or_default());
 }
 
 #[test]
