@@ -140,6 +140,36 @@ fn explain_says_what_would_be_added_and_why_not() {
 }
 
 #[test]
+fn explain_says_whether_the_validating_webhook_is_called() {
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata: {name: cache}\nspec:\n  containers: [{name: app, image: busybox}]\n";
+    let privileged = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, image: busybox, securityContext: {privileged: true}}]\n";
+    let labelled = "apiVersion: v1\nkind: Pod\nmetadata: {name: l, labels: {dind-injector.io/inject: \"true\"}}\nspec:\n  containers: [{name: app, image: busybox}]\n";
+    let restricted_ns = "dind-injector.io/injection=enabled,dind-injector.io/pod-security=restricted";
+    for (args, pod, expected) in [
+        (&[][..], plain, "validating webhook: not sent: nothing in it can break Pod Security baseline"),
+        (&[][..], privileged, "validating webhook: sent: container \"app\": securityContext privileged"),
+        (&[][..], labelled, "validating webhook: sent: label dind-injector.io/inject"),
+        (&["--namespace-labels", restricted_ns][..], plain, "validating webhook: sent: the namespace is labelled dind-injector.io/pod-security=restricted"),
+        (&["--namespace-labels", "team=a"][..], privileged, "validating webhook: not sent: the namespace is not opted in"),
+    ] {
+        let mut command = vec!["explain"];
+        command.extend_from_slice(args);
+        command.extend(["-f", "-"]);
+        let out = run_with_stdin(&command, pod);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(expected), "{args:?}: missing {expected:?} in:\n{text}");
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("restricted.yaml");
+    std::fs::write(&config, "policy:\n  level: restricted\n").unwrap_or_else(|e| panic!("{e}"));
+    let config = config.display().to_string();
+    let out = run_with_stdin(&["explain", "--config", &config, "-f", "-"], plain);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not sent") && text.contains("manifests/components/restricted-by-default"), "{text}");
+}
+
+#[test]
 fn check_config_says_what_is_wrong_and_where() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let bad = dir.path().join("bad.yaml");

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dind_injector::annotations::{INJECT, INJECTION_ENABLED, INJECTION_LABEL};
+use dind_injector::annotations::{INJECT, INJECTION_ENABLED, INJECTION_LABEL, POD_SECURITY};
 use dind_injector::config::Config;
 use dind_injector::server::REVIEW_ENDPOINTS;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -40,6 +40,8 @@ const HTTPS_PORT: i32 = 8443;
 const HEALTH_PORT: i32 = 8080;
 const INJECT_CA_FROM: &str = "cert-manager.io/inject-ca-from";
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+const VALIDATE_BASELINE: &str = "validate.dind-injector.io";
+const VALIDATE_RESTRICTED: &str = "validate-restricted.dind-injector.io";
 
 // ---------------------------------------------------------------------------------------------
 // Rendering and parsing
@@ -68,12 +70,12 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn kustomize(overlay: &str) -> String {
+/// `kubectl kustomize` of `dir` (relative to the repository root: kustomize refuses absolute paths).
+fn kustomize(dir: &str) -> String {
     let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
-    let dir = format!("manifests/overlays/{overlay}");
     let output = Command::new(&kubectl)
         .arg("kustomize")
-        .arg(&dir)
+        .arg(dir)
         .current_dir(repo_root())
         .output()
         .unwrap_or_else(|e| {
@@ -134,7 +136,11 @@ fn first_difference(written: &Value, understood: &Value, path: &str) -> Option<S
 }
 
 fn render(overlay: &str) -> Rendered {
-    let text = kustomize(overlay);
+    render_dir(overlay, &format!("manifests/overlays/{overlay}"))
+}
+
+fn render_dir(overlay: &str, dir: &str) -> Rendered {
+    let text = kustomize(dir);
     let mut rendered = Rendered {
         overlay: overlay.to_owned(),
         ..Rendered::default()
@@ -744,17 +750,19 @@ fn check_pdb(r: &Rendered, deployment: &Deployment) {
 }
 
 /// Both webhooks: only opted-in namespaces, never kube-system nor the injector's own.
-fn check_namespace_selector(selector: Option<&LabelSelector>, webhook: &str, o: &str) {
+/// `selector` selects opted-in namespaces (labelled with `level` too) and no other.
+fn check_namespace_selector(selector: Option<&LabelSelector>, level: &[(&str, &str)], webhook: &str, o: &str) {
     let selector = selector.unwrap_or_else(|| panic!("{o}: {webhook}: no namespaceSelector"));
     let ns = |name: &str, extra: &[(&str, &str)]| {
         let mut l = labels(extra);
         l.insert(NAME_LABEL.to_owned(), name.to_owned());
         l
     };
-    let opted_in = [
+    let mut opted_in = vec![
         (INJECTION_LABEL, INJECTION_ENABLED),
         ("pod-security.kubernetes.io/enforce", "privileged"),
     ];
+    opted_in.extend_from_slice(level);
     let cases = [
         (ns("ci", &opted_in), true),
         (ns("ci", &[]), false),
@@ -951,7 +959,7 @@ fn check_mutating(r: &Rendered, service: &Service) -> MutatingWebhookConfigurati
         "{o}: {w}: no objectSelector"
     );
     check_client_config(&webhook.client_config, service, "/mutate", w, o);
-    check_namespace_selector(webhook.namespace_selector.as_ref(), w, o);
+    check_namespace_selector(webhook.namespace_selector.as_ref(), &[], w, o);
     let rules = rule_pairs(webhook.rules.as_deref().unwrap_or_default(), o);
     assert_eq!(
         rules,
@@ -975,62 +983,102 @@ fn check_mutating(r: &Rendered, service: &Service) -> MutatingWebhookConfigurati
     config
 }
 
+/// The validating webhooks: one entry per level of the namespace label `dind-injector.io/pod-security`.
 fn check_validating(r: &Rendered, service: &Service) -> ValidatingWebhookConfiguration {
     let o = &r.overlay;
     let config = one(&r.validating, "ValidatingWebhookConfiguration", o).clone();
     assert_eq!(name_of(&config.metadata), NAME);
     let webhooks = config.webhooks.clone().unwrap_or_default();
-    let webhook = one(&webhooks, "validating webhook", o);
-    let w = webhook.name.as_str();
-    assert_eq!(w, "validate.dind-injector.io");
-    assert_eq!(
-        webhook.admission_review_versions,
-        strings(&["v1"]),
-        "{o}: {w}: admissionReviewVersions"
-    );
-    assert_eq!(webhook.side_effects, "None", "{o}: {w}: sideEffects");
-    assert_eq!(
-        webhook.failure_policy.as_deref(),
-        Some("Fail"),
-        "{o}: {w}: failurePolicy"
-    );
-    assert!(
-        webhook
-            .timeout_seconds
-            .is_some_and(|t| (1..=10).contains(&t)),
-        "{o}: {w}: timeoutSeconds set and at most 10"
-    );
-    check_client_config(&webhook.client_config, service, "/validate", w, o);
-    check_namespace_selector(webhook.namespace_selector.as_ref(), w, o);
-    let rules = rule_pairs(webhook.rules.as_deref().unwrap_or_default(), o);
-    for (resource, operation) in [
-        ("pods", "CREATE"),
-        ("pods", "UPDATE"),
-        ("pods/ephemeralcontainers", "UPDATE"),
-    ] {
+    let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, [VALIDATE_BASELINE, VALIDATE_RESTRICTED], "{o}: the validating webhooks, one per level");
+    for webhook in &webhooks {
+        let w = webhook.name.as_str();
+        assert_eq!(
+            webhook.admission_review_versions,
+            strings(&["v1"]),
+            "{o}: {w}: admissionReviewVersions"
+        );
+        assert_eq!(webhook.side_effects, "None", "{o}: {w}: sideEffects");
+        assert_eq!(
+            webhook.failure_policy.as_deref(),
+            Some("Fail"),
+            "{o}: {w}: failurePolicy"
+        );
         assert!(
-            rules.contains(&(resource.to_owned(), operation.to_owned())),
-            "{o}: {w}: rules include {resource} {operation}"
+            webhook
+                .timeout_seconds
+                .is_some_and(|t| (1..=10).contains(&t)),
+            "{o}: {w}: timeoutSeconds set and at most 10"
+        );
+        check_client_config(&webhook.client_config, service, "/validate", w, o);
+        let level: &[(&str, &str)] = if w == VALIDATE_RESTRICTED { &[(POD_SECURITY, "restricted")] } else { &[] };
+        check_namespace_selector(webhook.namespace_selector.as_ref(), level, w, o);
+        let rules = rule_pairs(webhook.rules.as_deref().unwrap_or_default(), o);
+        assert_eq!(
+            rules,
+            BTreeSet::from([
+                ("pods".to_owned(), "CREATE".to_owned()),
+                ("pods".to_owned(), "UPDATE".to_owned()),
+                ("pods/ephemeralcontainers".to_owned(), "UPDATE".to_owned()),
+            ]),
+            "{o}: {w}: rules: pods CREATE and UPDATE, pods/ephemeralcontainers UPDATE"
+        );
+        // An opted-in namespace runs at Pod Security `privileged`: what a webhook skips, only
+        // its matchConditions decide (and tests/cel_prefilter.rs proves them).
+        assert!(
+            webhook.object_selector.is_none(),
+            "{o}: {w}: no objectSelector"
+        );
+        let conditions = webhook.match_conditions.clone().unwrap_or_default();
+        assert!(conditions.len() <= 64, "{o}: {w}: at most 64 matchConditions");
+        // Only metadata-only UPDATEs may be skipped by both: CREATE, debug containers and spec
+        // changes are sent.
+        let e = &conditions
+            .iter()
+            .find(|c| c.name == "spec-changed")
+            .unwrap_or_else(|| panic!("{o}: {w}: no spec-changed matchCondition"))
+            .expression;
+        for part in ["request.operation != 'UPDATE'", "request.subResource == 'ephemeralcontainers'", "object.spec != oldObject.spec"] {
+            assert!(e.contains(part), "{o}: {w}: the condition must keep {part:?}: {e}");
+        }
+        let others: Vec<&str> = conditions.iter().map(|c| c.name.as_str()).filter(|n| *n != "spec-changed").collect();
+        if w == VALIDATE_RESTRICTED {
+            assert!(others.is_empty(), "{o}: {w}: at restricted every pod is sent; found {others:?}");
+        } else {
+            assert_eq!(others, ["may-break-baseline"], "{o}: {w}: the baseline pre-filter");
+        }
+    }
+    // The expressions are those of manifests/base/webhooks.yaml, which tests/cel_prefilter.rs
+    // evaluates: no overlay patches them.
+    let base = std::fs::read_to_string(repo_root().join("manifests/base/webhooks.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    for condition in webhooks.iter().flat_map(|w| w.match_conditions.iter().flatten()) {
+        assert!(
+            base.contains(condition.expression.lines().next().unwrap_or_default()),
+            "{o}: matchCondition {} is not the one in manifests/base/webhooks.yaml",
+            condition.name
         );
     }
-    // An opted-in namespace runs at Pod Security `privileged`: this webhook must see every pod
-    // there, annotated or not.
-    assert!(
-        webhook.object_selector.is_none(),
-        "{o}: {w}: no objectSelector: it must see every pod"
-    );
-    let conditions = webhook.match_conditions.clone().unwrap_or_default();
-    assert!(
-        conditions
+
+    // Every opted-in namespace goes to exactly one of them, by its level label; a namespace
+    // without the label, or with a value the server does not read as restricted, is at
+    // baseline (the server's default, src/policy/validate.rs).
+    for (value, expected) in [
+        (None, VALIDATE_BASELINE),
+        (Some("baseline"), VALIDATE_BASELINE),
+        (Some("privileged"), VALIDATE_BASELINE),
+        (Some("Restricted"), VALIDATE_BASELINE),
+        (Some("restricted"), VALIDATE_RESTRICTED),
+    ] {
+        let mut ns = labels(&[(INJECTION_LABEL, INJECTION_ENABLED), (NAME_LABEL, "ci")]);
+        if let Some(v) = value {
+            ns.insert(POD_SECURITY.to_owned(), v.to_owned());
+        }
+        let selected: Vec<&str> = webhooks
             .iter()
-            .all(|c| !c.expression.contains("annotations") && !c.expression.contains(INJECT)),
-        "{o}: {w}: no matchCondition on annotations: an unannotated privileged pod must still be checked"
-    );
-    // Only metadata-only UPDATEs may be skipped: CREATE, debug containers and spec changes are sent.
-    assert_eq!(conditions.len(), 1, "{o}: {w}: only the spec-changed condition");
-    let e = &conditions[0].expression;
-    for part in ["request.operation != 'UPDATE'", "request.subResource == 'ephemeralcontainers'", "object.spec != oldObject.spec"] {
-        assert!(e.contains(part), "{o}: {w}: the condition must keep {part:?}: {e}");
+            .filter(|w| w.namespace_selector.as_ref().is_some_and(|s| selector_matches(s, &ns)))
+            .map(|w| w.name.as_str())
+            .collect();
+        assert_eq!(selected, [expected], "{o}: namespace labelled {POD_SECURITY}={value:?}");
     }
     config
 }
@@ -1556,4 +1604,49 @@ fn cel_check_catches_broken_expressions() {
     ] {
         assert!(check_cel_plausible(bad).is_err(), "accepted: {bad}");
     }
+}
+
+/// `to` as a path relative to `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut path = PathBuf::new();
+    for _ in common..from.len() {
+        path.push("..");
+    }
+    to[common..].iter().for_each(|c| path.push(c));
+    path
+}
+
+/// With `policy.level: restricted` in the configuration, namespaces without the level label are
+/// at restricted: the component leaves one validating webhook that sends every pod of every
+/// opted-in namespace.
+#[test]
+fn restricted_by_default_component_sends_every_pod() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("restricted-by-default-overlay");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let root = relative(&dir, &repo_root());
+    let overlay = format!(
+        "resources:\n- {}\ncomponents:\n- {}\n",
+        root.join("manifests/overlays/self-managed").display(),
+        root.join("manifests/components/restricted-by-default").display()
+    );
+    std::fs::write(dir.join("kustomization.yaml"), overlay).unwrap_or_else(|e| panic!("{e}"));
+    let r = render_dir("self-managed + restricted-by-default", &relative(&repo_root(), &dir).display().to_string());
+    let o = &r.overlay;
+    let service = one(&r.services, "Service", o);
+    let config = one(&r.validating, "ValidatingWebhookConfiguration", o);
+    let webhooks = config.webhooks.clone().unwrap_or_default();
+    let webhook = one(&webhooks, "validating webhook", o);
+    assert_eq!(webhook.name, VALIDATE_RESTRICTED);
+    check_client_config(&webhook.client_config, service, "/validate", &webhook.name, o);
+    check_namespace_selector(webhook.namespace_selector.as_ref(), &[], &webhook.name, o);
+    for level in ["baseline", "restricted", "anything"] {
+        let ns = labels(&[(INJECTION_LABEL, INJECTION_ENABLED), (NAME_LABEL, "ci"), (POD_SECURITY, level)]);
+        assert!(webhook.namespace_selector.as_ref().is_some_and(|s| selector_matches(s, &ns)), "{o}: {POD_SECURITY}={level}");
+    }
+    let conditions: Vec<&str> = webhook.match_conditions.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(conditions, ["spec-changed"], "{o}: every pod CREATE and spec UPDATE is sent");
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
 }

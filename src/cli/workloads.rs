@@ -24,6 +24,8 @@ pub struct InjectReport {
     pub warnings: Vec<String>,
     /// What the validating webhook would say about the pod as it is after injection.
     pub verdict: Verdict,
+    /// Whether the apiserver would send that pod to the validating webhook at all.
+    pub validating: policy::Route,
 }
 
 impl InjectReport {
@@ -98,6 +100,11 @@ impl InjectReport {
         for l in lines {
             let _ = writeln!(s, "    - {l}");
         }
+        let _ = write!(s, "  validating webhook: {}", self.validating.describe());
+        if self.validating == policy::Route::NotSent && v.level == policy::Level::Restricted {
+            let _ = write!(s, " (but the configuration puts this namespace at restricted, which the apiserver cannot see: with policy.level restricted, install manifests/components/restricted-by-default so that every pod is sent)");
+        }
+        s.push('\n');
         s
     }
 }
@@ -225,6 +232,7 @@ fn inject_pod_value(
         Outcome::Skip(_) => policy::validate_pod(&pod, &namespace, config, cluster),
     };
     Ok(InjectReport {
+        validating: policy::validating_route(value, &namespace),
         verdict,
         object,
         warnings: decision.warnings.clone(),
