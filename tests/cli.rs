@@ -148,7 +148,8 @@ fn explain_says_whether_the_validating_webhook_is_called() {
     for (args, pod, expected) in [
         (&[][..], plain, "validating webhook: not sent: nothing in it can break Pod Security baseline"),
         (&[][..], privileged, "validating webhook: sent: container \"app\": securityContext privileged"),
-        (&[][..], labelled, "validating webhook: sent: label dind-injector.io/inject"),
+        // Injected by its label: sent for the status annotation the injection wrote.
+        (&[][..], labelled, "validating webhook: sent: annotation dind-injector.io/status"),
         (&["--namespace-labels", restricted_ns][..], plain, "validating webhook: sent: the namespace is labelled dind-injector.io/pod-security=restricted"),
         (&["--namespace-labels", "team=a"][..], privileged, "validating webhook: not sent: the namespace is not opted in"),
     ] {
