@@ -1,13 +1,14 @@
 # dind-injector: `make run` starts the injector locally, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: test test-deps run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps fuzz fuzz-ci deploy
+.PHONY: test test-deps test-helm run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps fuzz fuzz-ci deploy
 
 ## Run every test: unit, fixtures and golden files, properties, CLI, HTTPS server, faults under
-## load, CI jobs in pod-shaped sandboxes on a real engine; then each fuzz target for $(FUZZ_SECONDS_CI) s.
+## load, CI jobs in pod-shaped sandboxes on a real engine; the Helm chart; then each fuzz target for $(FUZZ_SECONDS_CI) s.
 test: test-deps
 	$(CARGO) build --locked --benches
 	DIND_INJECTOR_REQUIRE_DOCKERD=1 $(CARGO) test --locked --lib --bins --tests
+	$(MAKE) test-helm
 	$(MAKE) fuzz-ci
 
 ## Install what the tests need beyond Rust (Debian's docker.io, debootstrap, openssl), start the
@@ -17,6 +18,16 @@ test-deps:
 	@sh scripts/install-test-deps.sh
 	@sh scripts/test-engine.sh start >/dev/null
 	@sh scripts/test-images.sh >/dev/null
+
+HELM_VENV ?= .venv-helm
+
+## The Helm chart (charts/dind-injector), rendered and linted by Helm's engine (helm-python-sdk in
+## $(HELM_VENV)/, made on first run): same objects as both kustomize overlays, ConfigMap accepted
+## by check-config, bad values refused by the schema. About a second once the venv exists.
+test-helm:
+	@sh scripts/helm-venv.sh $(HELM_VENV)
+	$(CARGO) build --locked --bin dind-injector
+	$(HELM_VENV)/bin/python tests/helm/test_chart.py --binary $${CARGO_TARGET_DIR:-target}/debug/dind-injector
 
 ## Criterion benchmarks of the decision and the whole review, then the load benchmark (numbers in README.md).
 bench:
