@@ -46,7 +46,7 @@ pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 /// Every pod annotation dind-injector reads or writes.
 pub const POD_ANNOTATIONS: &[&str] = &[
-    INJECT, RUNNER, STATUS, IMAGE, TRANSPORT, CONTAINERS, CPU, MEMORY, STORAGE, MTU, SIDECAR_MODE,
+    INJECT, RUNNER, STATUS, IMAGE, TRANSPORT, CONTAINERS, CPU, MEMORY, STORAGE, MTU, SIDECAR_MODE, WORKSPACE,
 ];
 
 /// Where a pod's [`INJECT`] request was found.
