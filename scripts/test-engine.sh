@@ -36,9 +36,15 @@ start)
 	fi
 	command -v dockerd >/dev/null 2>&1 || { echo "test-engine: dockerd is not installed (make test-deps installs Debian's docker.io)" >&2; exit 1; }
 	mkdir -p "$dir/data" "$dir/exec"
-	# A dead daemon's pidfile would stop the new one from starting.
-	if [ -s "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-		rm -f "$pidfile"
+	# A dead daemon's pidfile would stop the new one from starting. Dead includes a killed daemon
+	# not yet reaped (a zombie answers kill -0) and a pid reused by another program.
+	if [ -s "$pidfile" ]; then
+		old=$(cat "$pidfile")
+		state=$(awk '{print $3}' "/proc/$old/stat" 2>/dev/null || true)
+		comm=$(cat "/proc/$old/comm" 2>/dev/null || true)
+		if [ "$comm" != dockerd ] || [ "$state" = Z ]; then
+			rm -f "$pidfile"
+		fi
 	fi
 	rm -f "$sock"
 	# Detached from the caller (its own session), so it outlives `make` and the test process.
