@@ -44,6 +44,9 @@ start)
 		comm=$(cat "/proc/$old/comm" 2>/dev/null || true)
 		if [ "$comm" != dockerd ] || [ "$state" = Z ]; then
 			rm -f "$pidfile"
+			# The killed daemon's own containerd would make the new one wait for it and time out.
+			pkill -KILL -f "containerd.*$dir/exec" 2>/dev/null || true
+			sleep 1
 		fi
 	fi
 	rm -f "$sock"
