@@ -375,15 +375,25 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
     }
 }
 
-fn gitlab(annotations: &'static [(&'static str, &'static str)]) -> Pod {
+/// The runner fixture's pod with its job container and workspace, and these annotations.
+fn runner_pod(fixture: &'static str, annotations: &'static [(&'static str, &'static str)]) -> Pod {
+    let (job, workdir) = match fixture {
+        "buildkite" => ("container-0", "/workspace"),
+        "harness" => ("step-2", "/harness"),
+        _ => ("build", "/builds/acme/webapp"),
+    };
     Pod {
-        fixture: "gitlab",
-        job: "build",
-        workdir: "/builds/acme/webapp",
+        fixture,
+        job,
+        workdir,
         annotations,
         job_env: &[],
         run_as: None,
     }
+}
+
+fn gitlab(annotations: &'static [(&'static str, &'static str)]) -> Pod {
+    runner_pod("gitlab", annotations)
 }
 
 #[test]
@@ -442,30 +452,19 @@ fn gitlab_unix_container_mode() {
 
 #[test]
 fn buildkite_unix_native() {
-    let p = Pod {
-        fixture: "buildkite",
-        job: "container-0",
-        workdir: "/workspace",
-        annotations: &[("dind-injector.io/transport", "unix")],
-        job_env: &[],
-        run_as: None,
-    };
+    let p = runner_pod("buildkite", &[("dind-injector.io/transport", "unix")]);
     run_pod("buildkite-unix-native", p, ALL, None);
 }
 
 #[test]
 fn buildkite_tcp_tls_container_mode() {
-    let p = Pod {
-        fixture: "buildkite",
-        job: "container-0",
-        workdir: "/workspace",
-        annotations: &[
+    let p = runner_pod(
+        "buildkite",
+        &[
             ("dind-injector.io/transport", "tcp-tls"),
             ("dind-injector.io/sidecar-mode", "container"),
         ],
-        job_env: &[],
-        run_as: None,
-    };
+    );
     run_pod(
         "buildkite-tcp-tls-container",
         p,
@@ -476,14 +475,7 @@ fn buildkite_tcp_tls_container_mode() {
 
 #[test]
 fn harness_unix_native() {
-    let p = Pod {
-        fixture: "harness",
-        job: "step-2",
-        workdir: "/harness",
-        annotations: &[("dind-injector.io/transport", "unix")],
-        job_env: &[],
-        run_as: None,
-    };
+    let p = runner_pod("harness", &[("dind-injector.io/transport", "unix")]);
     run_pod("harness-unix-native", p, ALL, None);
 }
 
