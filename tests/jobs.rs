@@ -154,9 +154,7 @@ docker-compose down >/dev/null 2>&1
             vec!["compose-bind-ok"],
         ),
         Scanner => (
-            // Up to three tries: once in a CI run the client printed nothing for a short-lived
-            // `--rm` container (exit 0, no output; an attach race of the nested engine), then passed.
-            "for i in 1 2 3; do out=$(docker run --rm -v /var/run/docker.sock:/var/run/docker.sock docker:cli docker ps --format 'scanner sees {{.Image}}'); case \"$out\" in *'scanner sees'*) break;; esac; echo \"try $i printed nothing\" >&2; sleep 1; done\necho \"$out\"\n",
+            "docker run --rm -v /var/run/docker.sock:/var/run/docker.sock docker:cli docker ps --format 'scanner sees {{.Image}}'\n",
             vec!["scanner sees docker:cli"],
         ),
         PublishedPort => (
@@ -323,11 +321,25 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
     for s in scenarios {
         let (text, want) = script(*s);
         let t = Instant::now();
-        let run = sb.job(p.workdir, text);
-        let missing: Vec<&&str> = want.iter().filter(|w| !run.output.contains(**w)).collect();
+        let mut run = sb.job(p.workdir, text);
+        let mut missing: Vec<&&str> = want.iter().filter(|w| !run.output.contains(**w)).collect();
+        // Docker's attach stream now and then delivers nothing for a container that exits at
+        // once: seen twice in CI (the scanner and the bind scenarios), never in 960
+        // `docker run --rm` loops here; moby/moby#27289 is the same race for exec. The script
+        // then succeeds and only its expected line is missing: that case, and only that, runs
+        // once more and is reported. A scenario our injection breaks fails both times.
+        let mut retried = String::new();
+        if run.ok && !missing.is_empty() {
+            retried = format!(
+                " (2nd try: the 1st exited 0 without {missing:?}; it printed {:?})",
+                run.output.trim_end()
+            );
+            run = sb.job(p.workdir, text);
+            missing = want.iter().filter(|w| !run.output.contains(**w)).collect();
+        }
         let ok = run.ok && missing.is_empty();
         report.push(format!(
-            "  {s:?}: {} in {:.1}s",
+            "  {s:?}: {} in {:.1}s{retried}",
             if ok { "ok" } else { "FAILED" },
             t.elapsed().as_secs_f64()
         ));
