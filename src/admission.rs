@@ -39,10 +39,11 @@ pub struct GroupVersionKind {
     pub kind: String,
 }
 
-/// The request part of an AdmissionReview; the objects stay unparsed.
+/// The request part of an AdmissionReview. The object stays unparsed (`O` is raw JSON) unless
+/// it is read in the same pass ([`decode_pod_review`]); the old object always stays raw.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+pub struct AdmissionRequest<O = Box<RawValue>> {
     /// Echoed in the response.
     pub uid: String,
     /// The kind of the object.
@@ -60,7 +61,7 @@ pub struct AdmissionRequest {
     pub operation: String,
     /// The object as it would be stored.
     #[serde(default)]
-    pub object: Option<Box<RawValue>>,
+    pub object: Option<O>,
     /// The object as it was (UPDATE, DELETE).
     #[serde(default)]
     pub old_object: Option<Box<RawValue>>,
@@ -69,7 +70,7 @@ pub struct AdmissionRequest {
     pub dry_run: Option<bool>,
 }
 
-impl AdmissionRequest {
+impl<O> AdmissionRequest<O> {
     /// Whether the object is a core/v1 Pod (the pod itself, not a subresource).
     pub fn is_pod(&self) -> bool {
         self.kind.group.is_empty() && self.kind.version == "v1" && self.kind.kind == "Pod"
@@ -116,17 +117,25 @@ impl ReviewError {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WholeReview {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct WholeReview<O> {
     api_version: String,
     kind: String,
-    request: AdmissionRequest,
+    request: AdmissionRequest<O>,
+}
+
+/// Reads an AdmissionReview v1 whose object is a pod in one pass over the body, the pod read
+/// as [`crate::pod::decode`] reads it. `None` when anything does not read (not a review, not
+/// v1, an object that is not a readable pod): [`decode_review`] then says what.
+pub fn decode_pod_review(body: &[u8]) -> Option<AdmissionRequest<crate::pod::Decoded>> {
+    let review = serde_json::from_slice::<WholeReview<crate::pod::Decoded>>(body).ok()?;
+    (review.kind == "AdmissionReview" && review.api_version == API_VERSION).then_some(review.request)
 }
 
 /// Reads an AdmissionReview v1 request body. A well-formed review is read in one pass; anything
 /// else is read again, step by step, to say exactly what is wrong.
 pub fn decode_review(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
-    if let Ok(review) = serde_json::from_slice::<WholeReview>(body)
+    if let Ok(review) = serde_json::from_slice::<WholeReview<Box<RawValue>>>(body)
         && review.kind == "AdmissionReview" && review.api_version == API_VERSION {
             return Ok(review.request);
         }

@@ -14,6 +14,7 @@ pub mod image;
 pub mod inject;
 pub mod names;
 pub mod namespace;
+pub mod pod;
 pub mod policy;
 pub mod quantity;
 pub mod server;

@@ -9,6 +9,7 @@ use crate::annotations;
 use crate::config::PolicyMode;
 use crate::inject::{self, ClusterInfo, InjectionStatus, Outcome, SkipReason};
 use crate::namespace::{NamespaceLookup, NamespaceView};
+use crate::pod;
 use crate::policy;
 
 /// What a review needs besides its body.
@@ -62,11 +63,18 @@ pub struct ReviewLog {
 
 /// Reviews a Pod CREATE for injection.
 pub fn mutate(body: &[u8], ctx: ReviewContext<'_>) -> ReviewOutcome {
+    // One pass over the body: the review, and the pod read as the decision reads it.
+    if let Some(mut request) = admission::decode_pod_review(body) {
+        let pod = request.object.take().map(|p| Ok(p.0));
+        return mutate_request(&request, pod, ctx);
+    }
+    // Not a review whose object reads as a pod: read again, step by step, to say what is wrong.
     let request = match admission::decode_review(body) {
         Ok(r) => r,
         Err(e) => return bad_request(body, &e),
     };
-    mutate_request(&request, ctx)
+    let pod = request.object.as_deref().map(|raw| pod::decode(raw.get()).map_err(|e| e.to_string()));
+    mutate_request(&request, pod, ctx)
 }
 
 /// The answer to a body that is not a usable AdmissionReview: 400 with an AdmissionReview that
@@ -88,7 +96,7 @@ pub fn bad_request(body: &[u8], error: &ReviewError) -> ReviewOutcome {
 
 impl ReviewLog {
     /// The facts a request carries before anything is decided: allowed until said otherwise.
-    fn begin(request: &AdmissionRequest) -> ReviewLog {
+    fn begin<O>(request: &AdmissionRequest<O>) -> ReviewLog {
         ReviewLog {
             uid: request.uid.clone(),
             namespace: request.namespace.clone().unwrap_or_default(),
@@ -101,7 +109,12 @@ impl ReviewLog {
     }
 }
 
-fn mutate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewOutcome {
+/// `pod` is the request's object read as a pod, or why it could not be read.
+fn mutate_request<O>(
+    request: &AdmissionRequest<O>,
+    pod: Option<Result<Pod, String>>,
+    ctx: ReviewContext<'_>,
+) -> ReviewOutcome {
     let mut log = ReviewLog::begin(request);
     let allow = answer;
 
@@ -113,22 +126,7 @@ fn mutate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewO
         log.reason = "not-a-create";
         return allow(log, AdmissionResponse::allow(&request.uid));
     }
-    if let Some(raw) = request.object.as_deref()
-        && let Some(meta) = already_injected(raw.get())
-    {
-        // The apiserver calls again after its own plugins changed the injected pod (the
-        // ServiceAccount plugin re-runs): answer from the metadata alone, without decoding the pod.
-        log.decision = "skipped";
-        log.reason = SkipReason::AlreadyInjected.label();
-        if log.pod.is_empty() {
-            log.pod = display_name(meta.name.as_deref(), meta.generate_name.as_deref());
-        }
-        if log.namespace.is_empty() {
-            log.namespace = meta.namespace.unwrap_or_default();
-        }
-        return allow(log, AdmissionResponse::allow(&request.uid));
-    }
-    let pod: Pod = match request.object.as_deref().map(|raw| serde_json::from_str(raw.get())) {
+    let pod: Pod = match pod {
         Some(Ok(pod)) => pod,
         Some(Err(e)) => {
             log.decision = "skipped";
@@ -142,6 +140,19 @@ fn mutate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewO
             return allow(log, AdmissionResponse::allow(&request.uid));
         }
     };
+    if already_injected(&pod) {
+        // The apiserver calls again after its own plugins changed the injected pod (the
+        // ServiceAccount plugin re-runs): no patch, and no namespace lookup or decision.
+        log.decision = "skipped";
+        log.reason = SkipReason::AlreadyInjected.label();
+        if log.pod.is_empty() {
+            log.pod = pod_display_name(&pod);
+        }
+        if log.namespace.is_empty() {
+            log.namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        }
+        return allow(log, AdmissionResponse::allow(&request.uid));
+    }
     if log.pod.is_empty() {
         log.pod = pod_display_name(&pod);
     }
@@ -189,39 +200,33 @@ fn display_name(name: Option<&str>, generate_name: Option<&str>) -> String {
     }
 }
 
-/// The few metadata fields read before a pod is decoded in full.
-#[derive(serde::Deserialize)]
-struct MetadataOnly {
-    #[serde(default)]
-    metadata: PodMetadata,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct PodMetadata {
-    name: Option<String>,
-    #[serde(rename = "generateName")]
-    generate_name: Option<String>,
-    namespace: Option<String>,
-    annotations: Option<std::collections::BTreeMap<String, String>>,
-}
-
-/// The pod's metadata when it carries a status record dind-injector wrote: the pod was injected
-/// on an earlier call and must get no patch now. Other fields are skipped, not built.
-fn already_injected(raw_pod: &str) -> Option<PodMetadata> {
-    let meta = serde_json::from_str::<MetadataOnly>(raw_pod).ok()?.metadata;
-    let status = meta.annotations.as_ref()?.get(annotations::STATUS)?;
-    InjectionStatus::parse(status)?;
-    Some(meta)
+/// Whether the pod carries a status record dind-injector wrote: it was injected on an earlier
+/// call and must get no patch now.
+fn already_injected(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::STATUS))
+        .is_some_and(|status| InjectionStatus::parse(status).is_some())
 }
 
 /// Reviews a Pod CREATE or UPDATE, or a `pods/ephemeralcontainers` update, against the
 /// namespace's Pod Security level with the injected sidecar exempt.
 pub fn validate(body: &[u8], ctx: ReviewContext<'_>) -> ReviewOutcome {
+    // One pass over the body, as in `mutate`; an UPDATE of the pod itself compares the old and
+    // new spec as JSON, so it takes the path that keeps the object raw.
+    if let Some(mut request) = admission::decode_pod_review(body)
+        && !(request.operation == "UPDATE" && request.sub_resource.is_none())
+    {
+        let pod = request.object.take().map(|p| Ok(p.0));
+        return validate_request(&request, None, pod, ctx);
+    }
     let request = match admission::decode_review(body) {
         Ok(r) => r,
         Err(e) => return bad_request(body, &e),
     };
-    validate_request(&request, ctx)
+    let pod = request.object.as_deref().map(|raw| pod::decode(raw.get()).map_err(|e| e.to_string()));
+    validate_request(&request, request.object.as_deref(), pod, ctx)
 }
 
 fn answer(log: ReviewLog, response: AdmissionResponse) -> ReviewOutcome {
@@ -235,7 +240,14 @@ fn answer(log: ReviewLog, response: AdmissionResponse) -> ReviewOutcome {
     }
 }
 
-fn validate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> ReviewOutcome {
+/// `raw_object` is the object as JSON when an UPDATE must be compared with the old one; `pod` is
+/// the object read as a pod, or why it could not be read.
+fn validate_request<O>(
+    request: &AdmissionRequest<O>,
+    raw_object: Option<&serde_json::value::RawValue>,
+    pod: Option<Result<Pod, String>>,
+    ctx: ReviewContext<'_>,
+) -> ReviewOutcome {
     let mut log = ReviewLog::begin(request);
     let allow = AdmissionResponse::allow(&request.uid);
     if !request.is_pod() {
@@ -249,7 +261,7 @@ fn validate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> Revie
                 raw.and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
                     .map(|v| v["spec"].clone())
             };
-            if spec(request.object.as_deref()) == spec(request.old_object.as_deref()) {
+            if spec(raw_object) == spec(request.old_object.as_deref()) {
                 log.reason = "spec-unchanged";
                 return answer(log, allow);
             }
@@ -259,7 +271,7 @@ fn validate_request(request: &AdmissionRequest, ctx: ReviewContext<'_>) -> Revie
             return answer(log, allow);
         }
     }
-    let pod: Pod = match request.object.as_deref().map(|raw| serde_json::from_str(raw.get())) {
+    let pod: Pod = match pod {
         Some(Ok(pod)) => pod,
         Some(Err(e)) => {
             log.decision = "denied";

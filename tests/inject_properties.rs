@@ -235,6 +235,10 @@ proptest! {
         prop_assume!(structural_problems(&typed(&pod)).is_empty());
         let ns = NamespaceView::opted_in("ci");
         let decision = inject::plan_injection(&typed(&pod), &ns, &config, &ClusterInfo::default());
+        // The webhook reads pods with the lean decoder: the same decision as from the full one.
+        let lean = dind_injector::pod::from_value(&pod).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let from_lean = inject::plan_injection(&lean, &ns, &config, &ClusterInfo::default());
+        prop_assert_eq!(format!("{decision:?}"), format!("{from_lean:?}"));
         match &decision.outcome {
             Outcome::Inject(injection) => {
                 let patched = apply(&pod, &injection.patch);

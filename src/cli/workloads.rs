@@ -221,12 +221,12 @@ fn inject_pod_value(
     config: &Config,
     cluster: &ClusterInfo,
 ) -> Result<InjectReport, String> {
-    let pod: Pod = serde_json::from_value(value.clone()).map_err(|e| format!("{object} is not a valid Pod: {e}"))?;
+    let pod: Pod = crate::pod::from_value(value).map_err(|e| format!("{object} is not a valid Pod: {e}"))?;
     let decision = inject::plan_injection(&pod, &namespace, config, cluster);
     let verdict = match &decision.outcome {
         Outcome::Inject(i) => {
             json_patch::patch(value, &i.patch.0).map_err(|e| format!("{object}: the patch does not apply: {e}"))?;
-            let injected: Pod = serde_json::from_value(value.clone()).map_err(|e| format!("{object}: the injected pod does not read back: {e}"))?;
+            let injected: Pod = crate::pod::from_value(value).map_err(|e| format!("{object}: the injected pod does not read back: {e}"))?;
             policy::validate_pod(&injected, &namespace, config, cluster)
         }
         Outcome::Skip(_) => policy::validate_pod(&pod, &namespace, config, cluster),

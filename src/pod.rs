@@ -1,0 +1,233 @@
+//! Reading the pod of an admission request: only the fields the decision and the policy read.
+//!
+//! A CI pod's JSON is mostly what neither reads: managed fields, resources, tolerations,
+//! affinity, termination settings, scheduling. [`decode`] builds k8s-openapi's `Pod` with only
+//! the fields below filled in and skips the rest without building it (serde's `IgnoredAny`), so
+//! the decision keeps its typed structs and no allocation is spent on what it never looks at.
+//! The webhook (both reviews) and the CLI read pods with it.
+//!
+//! Everything read by `inject`, `policy` and `webhook` must be listed here:
+//! `tests/pod_decode.rs` checks, for every fixture and thousands of generated pods, that the
+//! decision, the patch and the verdict are the same as from the full decode.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvFromSource, EnvVar, EphemeralContainer, HostAlias, Lifecycle,
+    Pod, PodOS, PodSecurityContext, PodSpec, Probe, SecurityContext, Volume, VolumeDevice,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::Deserialize;
+
+/// Reads a pod from its JSON, keeping only the fields the injector reads (module docs).
+pub fn decode(json: &str) -> Result<Pod, serde_json::Error> {
+    serde_json::from_str::<LeanPod>(json).map(Pod::from)
+}
+
+/// Reads a pod from a JSON value, as [`decode`] reads it (the CLI's manifests).
+pub fn from_value(value: &serde_json::Value) -> Result<Pod, serde_json::Error> {
+    LeanPod::deserialize(value).map(Pod::from)
+}
+
+/// A pod read as [`decode`] reads it, inside a larger document (the AdmissionReview).
+#[derive(Debug)]
+pub struct Decoded(pub Pod);
+
+impl<'de> Deserialize<'de> for Decoded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        LeanPod::deserialize(d).map(|p| Decoded(Pod::from(p)))
+    }
+}
+
+// Every field is optional and `null` reads as absent, as k8s-openapi reads them (its required
+// fields, such as a container's name, default to empty).
+
+#[derive(Deserialize)]
+struct LeanPod {
+    #[serde(default)]
+    metadata: Option<LeanMeta>,
+    #[serde(default)]
+    spec: Option<LeanSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    owner_references: Option<Vec<OwnerReference>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanSpec {
+    #[serde(default)]
+    containers: Option<Vec<LeanContainer>>,
+    #[serde(default)]
+    init_containers: Option<Vec<LeanContainer>>,
+    #[serde(default)]
+    ephemeral_containers: Option<Vec<LeanContainer>>,
+    #[serde(default)]
+    volumes: Option<Vec<Volume>>,
+    #[serde(default)]
+    host_network: Option<bool>,
+    #[serde(default, rename = "hostPID")]
+    host_pid: Option<bool>,
+    #[serde(default, rename = "hostIPC")]
+    host_ipc: Option<bool>,
+    #[serde(default)]
+    host_users: Option<bool>,
+    #[serde(default)]
+    host_aliases: Option<Vec<HostAlias>>,
+    #[serde(default)]
+    security_context: Option<PodSecurityContext>,
+    #[serde(default)]
+    os: Option<PodOS>,
+}
+
+/// A container, an init container or an ephemeral container: what the decision, the Pod
+/// Security checks and the sidecar's fingerprint read. Not read: resources, resize and restart
+/// rules, stdin/tty, termination message settings, image pull policy.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanContainer {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    args: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<EnvVar>>,
+    #[serde(default)]
+    env_from: Option<Vec<EnvFromSource>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    ports: Option<Vec<ContainerPort>>,
+    #[serde(default)]
+    security_context: Option<SecurityContext>,
+    #[serde(default)]
+    volume_mounts: Option<Vec<VolumeMount>>,
+    #[serde(default)]
+    volume_devices: Option<Vec<VolumeDevice>>,
+    #[serde(default)]
+    restart_policy: Option<String>,
+    #[serde(default)]
+    startup_probe: Option<Probe>,
+    #[serde(default)]
+    liveness_probe: Option<Probe>,
+    #[serde(default)]
+    readiness_probe: Option<Probe>,
+    #[serde(default)]
+    lifecycle: Option<Lifecycle>,
+    #[serde(default)]
+    target_container_name: Option<String>,
+}
+
+impl From<LeanPod> for Pod {
+    fn from(p: LeanPod) -> Pod {
+        Pod {
+            metadata: p.metadata.map(ObjectMeta::from).unwrap_or_default(),
+            spec: p.spec.map(PodSpec::from),
+            status: None,
+        }
+    }
+}
+
+impl From<LeanMeta> for ObjectMeta {
+    fn from(m: LeanMeta) -> ObjectMeta {
+        ObjectMeta {
+            name: m.name,
+            generate_name: m.generate_name,
+            namespace: m.namespace,
+            labels: m.labels,
+            annotations: m.annotations,
+            owner_references: m.owner_references,
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+impl From<LeanSpec> for PodSpec {
+    fn from(s: LeanSpec) -> PodSpec {
+        let list = |v: Option<Vec<LeanContainer>>| v.map(|v| v.into_iter().map(Container::from).collect());
+        PodSpec {
+            containers: list(s.containers).unwrap_or_default(),
+            init_containers: list(s.init_containers),
+            ephemeral_containers: s
+                .ephemeral_containers
+                .map(|v| v.into_iter().map(EphemeralContainer::from).collect()),
+            volumes: s.volumes,
+            host_network: s.host_network,
+            host_pid: s.host_pid,
+            host_ipc: s.host_ipc,
+            host_users: s.host_users,
+            host_aliases: s.host_aliases,
+            security_context: s.security_context,
+            os: s.os,
+            ..PodSpec::default()
+        }
+    }
+}
+
+impl From<LeanContainer> for Container {
+    fn from(c: LeanContainer) -> Container {
+        Container {
+            name: c.name.unwrap_or_default(),
+            image: c.image,
+            command: c.command,
+            args: c.args,
+            env: c.env,
+            env_from: c.env_from,
+            working_dir: c.working_dir,
+            ports: c.ports,
+            security_context: c.security_context,
+            volume_mounts: c.volume_mounts,
+            volume_devices: c.volume_devices,
+            restart_policy: c.restart_policy,
+            startup_probe: c.startup_probe,
+            liveness_probe: c.liveness_probe,
+            readiness_probe: c.readiness_probe,
+            lifecycle: c.lifecycle,
+            ..Container::default()
+        }
+    }
+}
+
+impl From<LeanContainer> for EphemeralContainer {
+    fn from(c: LeanContainer) -> EphemeralContainer {
+        EphemeralContainer {
+            name: c.name.unwrap_or_default(),
+            image: c.image,
+            command: c.command,
+            args: c.args,
+            env: c.env,
+            env_from: c.env_from,
+            working_dir: c.working_dir,
+            ports: c.ports,
+            security_context: c.security_context,
+            volume_mounts: c.volume_mounts,
+            volume_devices: c.volume_devices,
+            restart_policy: c.restart_policy,
+            startup_probe: c.startup_probe,
+            liveness_probe: c.liveness_probe,
+            readiness_probe: c.readiness_probe,
+            lifecycle: c.lifecycle,
+            target_container_name: c.target_container_name,
+            ..EphemeralContainer::default()
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The webhook and the CLI read pods with `pod::decode`, which keeps only the fields the
+//! decision and the Pod Security checks read. This checks it against the full k8s-openapi
+//! decode on every pod we have: the runner fixtures, every pod the real apiserver sent or stored
+//! (tests/fixtures/apiserver), and every pod of the Pod Security corpus, each injected with every
+//! mode and transport. The decision (patch, warnings, status, sidecar) and the verdict must be
+//! the same, and the webhook's answers the same as from the full decode.
+
+mod support;
+
+use dind_injector::config::{Config, SidecarMode, Transport};
+use dind_injector::inject::{self, ClusterInfo, Outcome};
+use dind_injector::namespace::NamespaceView;
+use dind_injector::pod;
+use dind_injector::policy::{self, Level, check_pod_security};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+
+use support::{apply, fixtures_dir};
+
+fn full(value: &Value) -> Pod {
+    serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("not a Pod: {e}"))
+}
+
+fn lean(value: &Value) -> Pod {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    let from_text = pod::decode(&text).unwrap_or_else(|e| panic!("pod::decode: {e}"));
+    let from_value = pod::from_value(value).unwrap_or_else(|e| panic!("pod::from_value: {e}"));
+    assert_eq!(from_text, from_value, "decode and from_value disagree");
+    from_text
+}
+
+/// Every pod we hold: (where it comes from, the pod).
+fn all_pods() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for name in support::FIXTURES {
+        out.push((format!("pods/{name}"), read(&format!("pods/{name}.json"))));
+        out.push((format!("reviews/{name}"), support::review_pod(name)));
+    }
+    let dir = fixtures_dir().join("apiserver");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 24, "the apiserver recordings are missing: {files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let rec: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let case = rec["case"].as_str().unwrap_or_default().to_owned();
+        out.push((format!("{case}: stored"), rec["stored"].clone()));
+        for (i, call) in rec["webhook_calls"].as_array().into_iter().flatten().enumerate() {
+            out.push((format!("{case}: call {i}"), call["request"]["request"]["object"].clone()));
+        }
+    }
+    let corpus: Vec<Value> = serde_saphyr::from_str(include_str!("policy_corpus.yaml"))
+        .unwrap_or_else(|e| panic!("tests/policy_corpus.yaml: {e}"));
+    assert!(corpus.len() >= 80);
+    for case in corpus {
+        out.push((format!("corpus: {}", case["name"].as_str().unwrap_or_default()), case["pod"].clone()));
+    }
+    out.retain(|(_, p)| p.is_object());
+    out
+}
+
+fn read(rel: &str) -> Value {
+    let path = fixtures_dir().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn configs() -> Vec<Config> {
+    let mut out = Vec::new();
+    for mode in [SidecarMode::Native, SidecarMode::Container] {
+        for transport in [Transport::Unix, Transport::Tcp, Transport::TcpTls] {
+            let mut c = Config::default();
+            c.sidecar.mode = mode;
+            c.sidecar.transport = transport;
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_decision_and_the_verdict_read_the_same_from_the_lean_decode() {
+    let pods = all_pods();
+    assert!(pods.len() > 200, "{} pods", pods.len());
+    let ns = NamespaceView::opted_in("ci");
+    let cluster = ClusterInfo::default();
+    let mut injected = 0;
+    let mut checked = 0;
+    for (what, value) in &pods {
+        let mut value = value.clone();
+        // Ask for injection, so the whole decision runs on every pod.
+        if value["metadata"]["annotations"].is_null() {
+            value["metadata"]["annotations"] = serde_json::json!({});
+        }
+        value["metadata"]["annotations"]["dind-injector.io/inject"] = "true".into();
+        let (f, l) = (full(&value), lean(&value));
+        for level in [Level::Baseline, Level::Restricted] {
+            assert_eq!(
+                format!("{:?}", check_pod_security(&f, level, Some("dind"))),
+                format!("{:?}", check_pod_security(&l, level, Some("dind"))),
+                "{what}: the {level:?} checks differ"
+            );
+        }
+        for config in configs() {
+            let a = inject::plan_injection(&f, &ns, &config, &cluster);
+            let b = inject::plan_injection(&l, &ns, &config, &cluster);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{what}: the decision differs");
+            checked += 1;
+            if let Outcome::Inject(i) = &a.outcome {
+                injected += 1;
+                let stored = support::apiserver::after_mutation(&apply(&value, &i.patch)).pod;
+                let (vf, vl) = (
+                    policy::validate_pod(&full(&stored), &ns, &config, &cluster),
+                    policy::validate_pod(&lean(&stored), &ns, &config, &cluster),
+                );
+                assert_eq!(format!("{vf:?}"), format!("{vl:?}"), "{what}: the verdict differs");
+                assert!(vl.exempt.is_some() || !vl.findings.is_empty(), "{what}: {:?}", vl.lines());
+            }
+        }
+    }
+    assert!(injected > 100, "only {injected} of {checked} decisions injected");
+}
+
+#[test]
+fn a_pod_that_does_not_read_is_reported_by_the_lean_decode_too() {
+    for bad in [
+        r#"{"spec": {"containers": "build"}}"#,
+        r#"{"metadata": {"annotations": {"a": 1}}}"#,
+        r#"{"spec": {"containers": [{"name": "a", "env": [{"name": 3}]}]}}"#,
+        r#"{"spec": {"hostNetwork": "yes"}}"#,
+        r#"["not", "a", "pod"]"#,
+    ] {
+        let e = pod::decode(bad).err().unwrap_or_else(|| panic!("{bad} read as a pod"));
+        assert!(serde_json::from_str::<Pod>(bad).is_err(), "{bad}: the full decode reads it ({e})");
+    }
+    // What the lean decode skips is not read at all: a malformed field neither reads nor checks.
+    let skipped = r#"{"spec": {"containers": [{"name": "a", "resources": 5}], "tolerations": {}}}"#;
+    assert!(pod::decode(skipped).is_ok());
+}
