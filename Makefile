@@ -34,11 +34,11 @@ bench:
 	$(CARGO) bench --locked --bench decision
 	$(MAKE) bench-load
 
-## The load benchmark: the release server and its floor over HTTPS (h2load), HTTP/1.1 and HTTP/2,
-## concurrency 1/16/64, open loop at 1,000/s, readiness; prints the table and each target met or MISSED.
+## The load benchmark: the release server, the Value floor and the kube-rs-style peer over HTTPS (h2load), HTTP/1.1 and HTTP/2,
+## concurrency 1/16/64, reinvocation and /validate, open loop at 1,000/s, readiness; prints issue 11's ratios and each target met or MISSED.
 bench-load: bench-deps
-	$(CARGO) build --locked --release --bin dind-injector --example floor --example alloc_by_pod_size
-	python3 bench/load.py --server target/release/dind-injector --floor target/release/examples/floor \
+	$(CARGO) build --locked --release --bin dind-injector --example floor --example kube_peer --example alloc_by_pod_size
+	python3 bench/load.py --server target/release/dind-injector --floor target/release/examples/floor --peer target/release/examples/kube_peer \
 		--alloc target/release/examples/alloc_by_pod_size $(BENCH_ARGS)
 
 ## `make bench`, and write its table into README.md (between the load-bench markers).

@@ -1,21 +1,36 @@
 #!/usr/bin/env python3
-"""The load benchmark (`make bench-load`): the release `dind-injector serve` and the floor
-(`examples/floor.rs`, the same TLS and HTTP stack answering only the uid) driven over HTTPS by
-h2load with keep-alive, HTTP/1.1 and HTTP/2, at concurrency 1, 16 and 64, for the GitLab and
-Buildkite review fixtures and a 50-container pod.
+"""The load benchmark (`make bench-load`, issue 11's measurements): the release `dind-injector
+serve` against two yardsticks on the same TLS and HTTP stack, driven over HTTPS by h2load with
+keep-alive, HTTP/1.1 and HTTP/2:
+
+- the floor (`examples/floor.rs`): reads the whole AdmissionReview into a `serde_json::Value`
+  and echoes the uid;
+- the kube-rs-style peer (`examples/kube_peer.rs`): kube-rs's admission controller example,
+  kube-core's `AdmissionReview<DynamicObject>` in, one label added by JSON Patch, the review out.
+
+Each comparison runs the three on the same body: the GitLab review at concurrency 1, 16 and 64;
+the Buildkite review and a 50-container pod at 16; and the injected GitLab review (the GitLab
+review with the injector's own patch applied, status annotation present: what the apiserver sends
+on the reinvocation call and to the validating webhook) at 16, for `/mutate` (reinvocation: no
+patch) and `/validate`. Issue 11's ratios are printed in their own table: `/mutate` of the
+GitLab review against the floor (target <= 1.0) and the peer (<= 0.5), the reinvocation call
+against the floor (about the floor's parse and no more: <= 1.1), `/validate` of the injected pod
+against the floor (<= 1.0) and the peer (<= 0.5).
 
 For each run the server is started afresh (so its peak RSS is that run's), warmed up, then
 measured for --seconds: requests per second, p50/p99/p99.9 latency (h2load's per-request log),
 the server's CPU time per review (utime+stime from /proc/PID/stat, before and after, divided by
 the requests answered) and its peak RSS (VmHWM). Then p99 at a fixed 1,000 reviews/s (open
-loop: h2load --rps), and how soon /readyz answers 200 after the process starts.
+loop: h2load --rps), evenly and in bursts of 10; allocations per review by pod size
+(examples/alloc_by_pod_size.rs); and how soon /readyz answers 200 after the process starts.
 
 The injector logs as in production: one JSON line per review (info), to a file.
-Client and server share the machine: the ratio to the floor is the figure that carries over.
+Client and server share the machine: the ratios are the figures that carry over.
 
-usage: load.py --server BIN --floor BIN [--alloc BIN] [--seconds 4] [--report FILE] [--readme README.md]
+usage: load.py --server BIN --floor BIN --peer BIN [--alloc BIN] [--seconds 4] [--report FILE] [--readme README.md]
 """
 import argparse
+import base64
 import datetime
 import json
 import os
@@ -25,20 +40,30 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import http.client
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LABELS = "dind-injector.io/injection=enabled,pod-security.kubernetes.io/enforce=privileged"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# The targets of issue 5.
-TARGET_RATIO = 1.5  # CPU per review within 1.5x of the floor (GitLab fixture)
-TARGET_P99_MS = 2.0  # p99 under 2 ms at 1,000 reviews/s, open loop
+# The targets of issue 11 (CPU per review: the injector's over the yardstick's, same body, same
+# stack; GitLab, 16 connections, HTTP/2 and HTTP/1.1, the worse of the two counts).
+TARGET_VS_FLOOR = 1.0  # /mutate and /validate: no more CPU than the Value floor
+TARGET_VS_PEER = 0.5  # /mutate and /validate: at most half of the kube-rs-style peer
+TARGET_REINVOCATION = 1.1  # the reinvocation call: about the floor's parse and no more
+TARGET_P99_MS = 2.0  # p99 under 2 ms at 1,000 reviews/s, open loop, evenly and in bursts of 10
 TARGET_RSS_MIB = 30.0  # peak RSS under load
 TARGET_READY_MS = 100.0  # ready within 100 ms of start
+# Allocations per mutating review of the one-container GitLab review (examples/alloc_by_pod_size.rs)
+# before issue 11: the README's table of 2026-11-23. Issue 11 asks for at most half.
+BASELINE_ALLOCATIONS = 445
+TARGET_ALLOCATIONS = BASELINE_ALLOCATIONS / 2
+RATIO_CONNECTIONS = 16
 
 
 def free_port():
@@ -72,7 +97,8 @@ def http_status(port, path):
 
 
 class Server:
-    """One server process: the injector (readiness from /readyz) or the floor (its first line)."""
+    """One server process: the injector (readiness from /readyz), or the floor, `floor --decide`
+    or the peer (ready at their first line, `listening on ADDR`)."""
 
     def __init__(self, kind, binary, certs, workdir, log_level="info"):
         self.kind = kind
@@ -114,8 +140,23 @@ class Server:
             self.stop()
             sys.exit(f"bench: the {kind} did not start; see {workdir / (kind + '.log')}")
 
-    def url(self):
-        return f"https://127.0.0.1:{self.port}/mutate"
+    def url(self, path="/mutate"):
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def post(self, path, body, certs):
+        """One review over HTTPS/1.1: (HTTP status, the answer's JSON or None)."""
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=10)
+        try:
+            conn.request("POST", path, body=body, headers={"content-type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(data)
+        except ValueError:
+            return response.status, None
 
     def stop(self):
         if self.proc.poll() is None:
@@ -172,14 +213,15 @@ def quantiles(log):
     return {"n": len(durations), "p50": pick(0.50), "p99": pick(0.99), "p999": pick(0.999), "max": durations[-1] / 1000.0}
 
 
-def measure(kind, binary, certs, workdir, body, http, concurrency, seconds, log_level="info"):
+def measure(kind, binary, certs, workdir, body, http, concurrency, seconds, log_level="info", path="/mutate"):
     server = Server(kind, binary, certs, workdir, log_level)
     try:
-        h2load(server.url(), body, http, concurrency, requests=max(500, 50 * concurrency))  # warm-up
+        url = server.url(path)
+        h2load(url, body, http, concurrency, requests=max(500, 50 * concurrency))  # warm-up
         log = workdir / "requests.log"
         log.unlink(missing_ok=True)
         before = cpu_seconds(server.proc.pid)
-        result = h2load(server.url(), body, http, concurrency, seconds=seconds, log=log)
+        result = h2load(url, body, http, concurrency, seconds=seconds, log=log)
         after = cpu_seconds(server.proc.pid)
         result.update(quantiles(log))
         result["cpu_us"] = (after - before) / max(1, result["ok"]) * 1e6
@@ -239,6 +281,85 @@ def large_review(n=50):
     return review
 
 
+def apply_patch(doc, ops):
+    """RFC 6902 JSON Patch (add, remove, replace, test): enough for the injector's patches."""
+    def walk(path):
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]]
+        parent = doc
+        for t in tokens[:-1]:
+            parent = parent[int(t)] if isinstance(parent, list) else parent[t]
+        return parent, tokens[-1]
+    for op in ops:
+        parent, key = walk(op["path"])
+        if isinstance(parent, list):
+            index = len(parent) if key == "-" else int(key)
+            if op["op"] == "add":
+                parent.insert(index, op["value"])
+            elif op["op"] == "remove":
+                del parent[index]
+            elif op["op"] == "replace":
+                parent[index] = op["value"]
+            elif op["op"] == "test":
+                assert parent[index] == op["value"], op
+            else:
+                raise ValueError(f"unsupported op {op['op']}")
+        else:
+            if op["op"] in ("add", "replace"):
+                parent[key] = op["value"]
+            elif op["op"] == "remove":
+                del parent[key]
+            elif op["op"] == "test":
+                assert parent[key] == op["value"], op
+            else:
+                raise ValueError(f"unsupported op {op['op']}")
+    return doc
+
+
+def injected_review(binary, certs, workdir, gitlab_path):
+    """The GitLab review as the apiserver sends it after the injection: the pod with the
+    injector's own patch applied (sidecar, volumes, DOCKER_HOST, the dind-injector.io/status
+    annotation), a new request uid (the apiserver's reinvocation call and the validating call
+    each have their own). Also checks that the injector answers the three calls as expected:
+    a patch for the GitLab review, none for the injected one, and the injected pod allowed by
+    /validate. Returns (the review, the checks as (what, ok) pairs)."""
+    raw = pathlib.Path(gitlab_path).read_bytes()
+    server = Server("injector", binary, certs, workdir)
+    checks = []
+    try:
+        status, answer = server.post("/mutate", raw, certs)
+        response = (answer or {}).get("response") or {}
+        if status != 200 or not response.get("allowed") or "patch" not in response:
+            sys.exit(f"bench: the injector did not inject the GitLab review (HTTP {status}): {answer}")
+        patch = json.loads(base64.b64decode(response["patch"]))
+        review = json.loads(raw)
+        apply_patch(review["request"]["object"], patch)
+        review["request"]["uid"] = "0a6f2b1c-3d4e-4f5a-9b6c-7d8e9f0a1b02"
+        body = json.dumps(review, indent=2).encode()  # as the fixture is written
+        status, answer = server.post("/mutate", body, certs)
+        response = (answer or {}).get("response") or {}
+        checks.append(("the reinvocation call: allowed, no patch",
+                       status == 200 and response.get("allowed") is True and "patch" not in response))
+        status, answer = server.post("/validate", body, certs)
+        response = (answer or {}).get("response") or {}
+        checks.append(("`/validate` of the injected pod: allowed",
+                       status == 200 and response.get("allowed") is True))
+        return review, checks
+    finally:
+        server.stop()
+
+
+def peer_answers(binary, certs, workdir, body_path):
+    """Whether the peer answers the GitLab review as kube-rs's example does: 200, allowed, a
+    patch (kube-core writes it as an array of numbers, kube-rs/kube#1781)."""
+    server = Server("peer", binary, certs, workdir)
+    try:
+        status, answer = server.post("/mutate", pathlib.Path(body_path).read_bytes(), certs)
+        response = (answer or {}).get("response") or {}
+        return status == 200 and response.get("allowed") is True and bool(response.get("patch"))
+    finally:
+        server.stop()
+
+
 def machine():
     model = "unknown CPU"
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
@@ -255,14 +376,16 @@ def fmt(x, digits=2):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server", required=True)
-    ap.add_argument("--floor", required=True)
+    ap.add_argument("--floor", required=True, help="examples/floor (the Value floor; `--decide` for the decision alone)")
+    ap.add_argument("--peer", required=True, help="examples/kube_peer (the kube-rs-style peer)")
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--report", default=str(ROOT / "target/bench-load/report.md"))
-    ap.add_argument("--alloc", help="examples/alloc_by_pod_size, for the scaling table")
+    ap.add_argument("--alloc", help="examples/alloc_by_pod_size, for the scaling table and the allocations target")
     ap.add_argument("--readme", help="also write the report (and bench/notes.md) between the load-bench markers of this file")
     args = ap.parse_args()
     if not shutil.which("h2load"):
         sys.exit("bench: h2load is missing (scripts/install-bench-deps.sh installs it)")
+    binaries = {"injector": args.server, "floor": args.floor, "peer": args.peer, "floor+decision": args.floor}
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="dind-bench-"))
     certs = workdir / "certs"
@@ -272,25 +395,52 @@ def main():
         bodies[name] = ROOT / f"tests/fixtures/reviews/{name}.json"
     bodies["50 containers"] = workdir / "large.json"
     bodies["50 containers"].write_text(json.dumps(large_review(50)))
+    injected, checks = injected_review(args.server, certs, workdir, bodies["gitlab"])
+    bodies["gitlab, injected"] = workdir / "injected.json"
+    bodies["gitlab, injected"].write_text(json.dumps(injected, indent=2))
+    checks.append(("the peer answers 200, allowed, with its patch", peer_answers(args.peer, certs, workdir, bodies["gitlab"])))
+    for what, ok in checks:
+        print(f"  check: {what}: {'yes' if ok else 'NO'}", flush=True)
 
     started = datetime.datetime.now(datetime.timezone.utc)
     rows = []
-    for fixture, body in bodies.items():
+
+    def run(fixture, call, http, c):
+        """The injector on `call` (`/mutate`, `/validate`), and, unless one on the same body and
+        HTTP version at the same concurrency ran already, the floor and the peer."""
+        path = "/validate" if call == "validate" else "/mutate"
+        body = bodies[fixture]
+        ours = measure("injector", args.server, certs, workdir, body, http, c, args.seconds, path=path)
+        same = next((r for r in rows if (r["fixture"], r["http"], r["c"]) == (fixture, http, c)), None)
+        floor = same["floor"] if same else measure("floor", args.floor, certs, workdir, body, http, c, args.seconds)
+        peer = same["peer"] if same else measure("peer", args.peer, certs, workdir, body, http, c, args.seconds)
+        ours["ratio"] = ours["cpu_us"] / floor["cpu_us"] if floor["cpu_us"] else None
+        ours["peer_ratio"] = ours["cpu_us"] / peer["cpu_us"] if peer["cpu_us"] else None
+        row = dict(fixture=fixture, call=call, http=http, c=c, injector=ours, floor=floor, peer=peer)
+        rows.append(row)
+        print(f"  {fixture:16} {call:12} HTTP/{http:3} c={c:<3} {ours['rps']:8.0f} req/s  p99 {fmt(ours.get('p99'))} ms  "
+              f"CPU {ours['cpu_us']:.0f} us/review (floor {floor['cpu_us']:.0f}, x{fmt(ours['ratio'])}; "
+              f"peer {peer['cpu_us']:.0f}, x{fmt(ours['peer_ratio'])})  RSS {ours['rss_mib']:.1f} MiB  errors {ours['errors']}", flush=True)
+        return row
+
+    for http in ["1.1", "2"]:
+        for c in [1, RATIO_CONNECTIONS, 64]:
+            run("gitlab", "mutate", http, c)
+    for http in ["1.1", "2"]:
+        run("gitlab, injected", "reinvocation", http, RATIO_CONNECTIONS)
+        run("gitlab, injected", "validate", http, RATIO_CONNECTIONS)
+    for fixture in ["buildkite", "50 containers"]:
         for http in ["1.1", "2"]:
-            for c in [1, 16, 64]:
-                ours = measure("injector", args.server, certs, workdir, body, http, c, args.seconds)
-                floor = measure("floor", args.floor, certs, workdir, body, http, c, args.seconds)
-                ours["ratio"] = ours["cpu_us"] / floor["cpu_us"] if floor["cpu_us"] else None
-                rows.append((fixture, http, c, ours, floor))
-                print(f"  {fixture:14} HTTP/{http:3} c={c:<3} {ours['rps']:8.0f} req/s  p99 {fmt(ours.get('p99'))} ms  "
-                      f"CPU {ours['cpu_us']:.0f} us/review (floor {floor['cpu_us']:.0f}, x{fmt(ours['ratio'])})  "
-                      f"RSS {ours['rss_mib']:.1f} MiB  errors {ours['errors']}", flush=True)
+            run(fixture, "mutate", http, RATIO_CONNECTIONS)
+    row = lambda fixture, call, http, c=RATIO_CONNECTIONS: next(
+        r for r in rows if (r["fixture"], r["call"], r["http"], r["c"]) == (fixture, call, http, c))
+
     # The cost of the log line: GitLab over HTTP/2 at 16 with logging off.
-    quiet = measure("injector", args.server, certs, workdir, bodies["gitlab"], "2", 16, args.seconds, log_level="warn")
-    gitlab_floor = next(f for (fx, h, c, _, f) in rows if (fx, h, c) == ("gitlab", "2", 16))
-    quiet["ratio"] = quiet["cpu_us"] / gitlab_floor["cpu_us"]
-    decided = measure("floor+decision", args.floor, certs, workdir, bodies["gitlab"], "2", 16, args.seconds)
-    gitlab_ours = next(o for (fx, h, c, o, _) in rows if (fx, h, c) == ("gitlab", "2", 16))
+    gitlab = row("gitlab", "mutate", "2")
+    quiet = measure("injector", args.server, certs, workdir, bodies["gitlab"], "2", RATIO_CONNECTIONS, args.seconds, log_level="warn")
+    quiet["ratio"] = quiet["cpu_us"] / gitlab["floor"]["cpu_us"]
+    quiet["peer_ratio"] = quiet["cpu_us"] / gitlab["peer"]["cpu_us"]
+    decided = measure("floor+decision", args.floor, certs, workdir, bodies["gitlab"], "2", RATIO_CONNECTIONS, args.seconds)
     open_seconds = max(5, 2 * args.seconds)
     opens = {}
     for name, conns, rps in OPEN_LOOP:
@@ -300,47 +450,77 @@ def main():
                   f"p99 {fmt(r.get('p99'))} ms, p99.9 {fmt(r.get('p999'))} ms, errors {r['errors']}", flush=True)
     sizes = scaling(args.alloc)
 
-    # Targets.
-    gitlab_ratios = [o["ratio"] for (fx, _, _, o, _) in rows if fx == "gitlab"]
-    worst_ratio = max(gitlab_ratios)
+    # Issue 11's ratios: (what, fixture, call, yardstick, target).
+    RATIOS = [
+        ("(a) `/mutate`, GitLab review ÷ Value floor", "gitlab", "mutate", "floor", TARGET_VS_FLOOR),
+        ("(b) `/mutate`, GitLab review ÷ kube-rs-style peer", "gitlab", "mutate", "peer", TARGET_VS_PEER),
+        ("(c) reinvocation call (`/mutate`, injected GitLab pod) ÷ Value floor", "gitlab, injected", "reinvocation", "floor", TARGET_REINVOCATION),
+        ("(d) `/validate`, injected GitLab pod ÷ Value floor", "gitlab, injected", "validate", "floor", TARGET_VS_FLOOR),
+        ("(d) `/validate`, injected GitLab pod ÷ kube-rs-style peer", "gitlab, injected", "validate", "peer", TARGET_VS_PEER),
+    ]
+    verdict = lambda ok: "met" if ok else "MISSED"
+    ratio_lines = []
+    targets = []
+    for what, fixture, call, yardstick, target in RATIOS:
+        measured = []
+        for http in ["2", "1.1"]:
+            r = row(fixture, call, http)
+            ours, theirs = r["injector"]["cpu_us"], r[yardstick]["cpu_us"]
+            ratio = ours / theirs if theirs else float("inf")
+            measured.append((http, ratio))
+            ratio_lines.append(f"| {what} | {http} | {ours:.0f} | {theirs:.0f} | {ratio:.2f} | ≤ {target:g} | {verdict(ratio <= target)} |")
+        worst = max(x for _, x in measured)
+        targets.append((f"{what[4:]}: at most {target:g} (GitLab, {RATIO_CONNECTIONS} connections)",
+                        ", ".join(f"HTTP/{h} x{x:.2f}" for h, x in measured), worst <= target))
+
     even = OPEN_LOOP[0][0]
     worst_even_p99 = max(r.get("p99", float("inf")) for (name, _), r in opens.items() if name == even)
     worst_burst_p99 = max(r.get("p99", float("inf")) for (name, _), r in opens.items() if name != even)
-    errors = sum(o["errors"] for (*_, o, _) in rows) + sum(r["errors"] for r in opens.values()) + quiet["errors"]
-    peak_rss = max([o["rss_mib"] for (*_, o, _) in rows] + [r["rss_mib"] for r in opens.values()])
-    ready = [o["ready_ms"] for (*_, o, _) in rows] + [r["ready_ms"] for r in opens.values()]
-    saturation = {f"HTTP/{h}": o.get("p99") for (fx, h, c, o, _) in rows if fx == "gitlab" and c == 64}
-    verdict = lambda ok: "met" if ok else "MISSED"
-    targets = [
-        (f"CPU per review within {TARGET_RATIO}x of the floor (GitLab, every row)", f"worst x{worst_ratio:.2f}", worst_ratio <= TARGET_RATIO),
+    injector_runs = [r["injector"] for r in rows] + [quiet]
+    errors = sum(o["errors"] for o in injector_runs) + sum(r["errors"] for r in opens.values())
+    peak_rss = max([o["rss_mib"] for o in injector_runs] + [r["rss_mib"] for r in opens.values()])
+    ready = [o["ready_ms"] for o in injector_runs] + [r["ready_ms"] for r in opens.values()]
+    saturation = {f"HTTP/{h}": row("gitlab", "mutate", h, 64)["injector"].get("p99") for h in ["1.1", "2"]}
+    targets += [
         (f"p99 under {TARGET_P99_MS:g} ms at 1,000 reviews/s, open loop, evenly spaced", ", ".join(f"HTTP/{h} {fmt(r.get('p99'))} ms" for (n, h), r in opens.items() if n == even), worst_even_p99 < TARGET_P99_MS),
-        (f"the same, in bursts of 10", ", ".join(f"HTTP/{h} {fmt(r.get('p99'))} ms" for (n, h), r in opens.items() if n != even), worst_burst_p99 < TARGET_P99_MS),
-        ("no error at any concurrency", f"{errors} errors", errors == 0),
-        (f"peak RSS under {TARGET_RSS_MIB:g} MiB under load", f"max {peak_rss:.1f} MiB", peak_rss < TARGET_RSS_MIB),
-        (f"ready within {TARGET_READY_MS:g} ms of start", f"max {max(ready):.1f} ms over {len(ready)} starts", max(ready) < TARGET_READY_MS),
+        ("the same, in bursts of 10", ", ".join(f"HTTP/{h} {fmt(r.get('p99'))} ms" for (n, h), r in opens.items() if n != even), worst_burst_p99 < TARGET_P99_MS),
+        (f"peak RSS under {TARGET_RSS_MIB:g} MiB under load (every injector run)", f"max {peak_rss:.1f} MiB", peak_rss < TARGET_RSS_MIB),
     ]
 
     lines = [
         f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine()}, by `make bench-load` "
         f"({args.seconds:g} s per run after a warm-up; h2load on the same 2 cores; other builds may have been running).",
         "The injector logs one JSON line per review to a file, as in production. CPU is the server's utime+stime per review, "
-        "including TLS and HTTP; the floor is `examples/floor.rs` (same TLS and HTTP stack, parses the review, echoes the uid).",
+        "including TLS and HTTP. Two yardsticks on the injector's own TLS and HTTP stack, each run on the same body as the injector: "
+        "the floor (`examples/floor.rs`: parses the review into a `serde_json::Value`, echoes the uid) and the kube-rs-style peer "
+        "(`examples/kube_peer.rs`: kube-rs's admission controller example, `AdmissionReview<DynamicObject>` in, one label added "
+        "by JSON Patch, the review out). The injected GitLab review is the GitLab review with the injector's own patch applied "
+        "(status annotation present): what the apiserver sends on the reinvocation call and to `/validate`.",
         "",
-        "| pod | HTTP | conc. | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/review | floor µs/review | ratio | peak RSS MiB | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"Issue 11's ratios (CPU per review, {RATIO_CONNECTIONS} connections):",
+        "",
+        "| ratio | HTTP | injector µs/review | yardstick µs/review | ratio | target | |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ] + ratio_lines + [
+        "",
+        "| pod | call | HTTP | conc. | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/review | floor µs/review | x floor | peer µs/review | x peer | peak RSS MiB | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for fixture, http, c, o, f in rows:
-        lines.append(f"| {fixture} | {http} | {c} | {o['rps']:.0f} | {fmt(o.get('p50'))} | {fmt(o.get('p99'))} | {fmt(o.get('p999'))} | "
-                     f"{o['cpu_us']:.0f} | {f['cpu_us']:.0f} | {fmt(o['ratio'])} | {o['rss_mib']:.1f} | {o['errors']} |")
-    lines.append(f"| gitlab, logging off (`RUST_LOG=warn`) | 2 | 16 | {quiet['rps']:.0f} | {fmt(quiet.get('p50'))} | {fmt(quiet.get('p99'))} | "
-                 f"{fmt(quiet.get('p999'))} | {quiet['cpu_us']:.0f} | {gitlab_floor['cpu_us']:.0f} | {fmt(quiet['ratio'])} | {quiet['rss_mib']:.1f} | {quiet['errors']} |")
-    f0 = gitlab_floor["cpu_us"]
-    lines += ["", "Where the CPU goes (GitLab, HTTP/2, 16 connections; each step adds to the one before):", "",
+    for r in rows:
+        o, f, pe = r["injector"], r["floor"], r["peer"]
+        lines.append(f"| {r['fixture']} | {r['call']} | {r['http']} | {r['c']} | {o['rps']:.0f} | {fmt(o.get('p50'))} | {fmt(o.get('p99'))} | {fmt(o.get('p999'))} | "
+                     f"{o['cpu_us']:.0f} | {f['cpu_us']:.0f} | {fmt(o['ratio'])} | {pe['cpu_us']:.0f} | {fmt(o['peer_ratio'])} | {o['rss_mib']:.1f} | {o['errors']} |")
+    lines.append(f"| gitlab, logging off (`RUST_LOG=warn`) | mutate | 2 | {RATIO_CONNECTIONS} | {quiet['rps']:.0f} | {fmt(quiet.get('p50'))} | {fmt(quiet.get('p99'))} | "
+                 f"{fmt(quiet.get('p999'))} | {quiet['cpu_us']:.0f} | {gitlab['floor']['cpu_us']:.0f} | {fmt(quiet['ratio'])} | "
+                 f"{gitlab['peer']['cpu_us']:.0f} | {fmt(quiet['peer_ratio'])} | {quiet['rss_mib']:.1f} | {quiet['errors']} |")
+    f0 = gitlab["floor"]["cpu_us"]
+    lines += ["", f"Where the CPU goes (GitLab, HTTP/2, {RATIO_CONNECTIONS} connections; each step adds to the one before):", "",
               "| server | CPU µs/review | x floor |", "|---|---:|---:|",
-              f"| the floor: TLS, HTTP/2, read and parse the review, answer the uid | {f0:.0f} | 1.00 |",
+              f"| the floor: TLS, HTTP/2, read the review into a `serde_json::Value`, answer the uid | {f0:.0f} | 1.00 |",
               f"| the floor answering with the injector's decision (`floor --decide`: `webhook::mutate`) | {decided['cpu_us']:.0f} | {decided['cpu_us'] / f0:.2f} |",
               f"| the injector with logging off (adds axum routing, metrics, spans, timeouts) | {quiet['cpu_us']:.0f} | {quiet['cpu_us'] / f0:.2f} |",
-              f"| the injector as deployed (adds one JSON log line per review) | {gitlab_ours['cpu_us']:.0f} | {gitlab_ours['cpu_us'] / f0:.2f} |"]
+              f"| the injector as deployed (adds one JSON log line per review) | {gitlab['injector']['cpu_us']:.0f} | {gitlab['injector']['cpu_us'] / f0:.2f} |",
+              f"| (beside: the kube-rs-style peer, `AdmissionReview<DynamicObject>`, one label) | {gitlab['peer']['cpu_us']:.0f} | {gitlab['peer']['cpu_us'] / f0:.2f} |"]
     lines += ["", f"Open loop, GitLab, 1,000 reviews/s for {open_seconds} s (h2load `--rps`; latency from each request's start, "
               "so a request held behind a slow one on its connection is counted from when it went out):", "",
               "| arrivals | HTTP | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -348,19 +528,32 @@ def main():
         lines.append(f"| {name} | {http} | {r['rps']:.0f} | {fmt(r.get('p50'))} | {fmt(r.get('p99'))} | {fmt(r.get('p999'))} | {fmt(r.get('max'))} | {r['errors']} |")
     if any(t is not None or c for _, t, c in sizes):
         lines += ["", "Cost by pod size (the GitLab review with N job containers; time: criterion's `mutate_review_by_containers` median, "
-                  "no network; allocations: `examples/alloc_by_pod_size.rs`):", "",
+                  "no network, when `make bench` ran it; allocations: `examples/alloc_by_pod_size.rs`):", "",
                   "| containers | body KiB | µs/review | µs/container | allocations | KiB allocated |", "|---:|---:|---:|---:|---:|---:|"]
         for n, t, c in sizes:
             lines.append(f"| {n} | {fmt(c['body_bytes'] / 1024 if c else None, 1)} | {fmt(t, 0)} | {fmt(t / n if t else None, 1)} | "
                          f"{c['allocations'] if c else '-'} | {fmt(c['bytes_allocated'] / 1024 if c else None, 0)} |")
-        timed = [(n, t) for n, t, _ in sizes if t]
-        if len(timed) >= 3:
-            # Linear or better: the cost of one more container does not grow with the pod
-            # (each step's µs per added container within 1.25x of the first step's).
-            steps = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(timed, timed[1:])]
+    # Linear or better: the cost of one more container does not grow with the pod (each step's
+    # cost per added container within 1.25x of the first step's). Criterion's times when
+    # `cargo bench` has run, else the allocation counts.
+    timed = [(n, t) for n, t, _ in sizes if t]
+    counted = [(n, c["allocations"]) for n, _, c in sizes if c]
+    for points, unit in [(timed, "µs"), (counted, "allocations")]:
+        if len(points) >= 3:
+            steps = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(points, points[1:])]
             linear = all(step <= 1.25 * steps[0] for step in steps)
-            targets.append(("cost linear (or better) in pod size, 1 to 200 containers",
-                            "µs per added container, step by step: " + ", ".join(f"{x:.1f}" for x in steps), linear))
+            targets.append((f"cost linear (or better) in pod size, 1 to {points[-1][0]} containers",
+                            f"{unit} per added container, step by step: " + ", ".join(f"{x:.1f}" for x in steps), linear))
+            break
+    else:
+        targets.append(("cost linear (or better) in pod size, 1 to 200 containers", "not measured (no --alloc, no criterion times)", False))
+    one = next((c for n, _, c in sizes if n == 1 and c), None)
+    targets.append((f"allocations per review (1 container) at most half of {BASELINE_ALLOCATIONS} (before issue 11)",
+                    f"{one['allocations']}" if one else "not measured (no --alloc)", bool(one) and one["allocations"] <= TARGET_ALLOCATIONS))
+    targets += [
+        ("no error at any concurrency", f"{errors} errors", errors == 0),
+        (f"ready within {TARGET_READY_MS:g} ms of start", f"max {max(ready):.1f} ms over {len(ready)} starts", max(ready) < TARGET_READY_MS),
+    ] + [(what, "yes" if ok else "no", ok) for what, ok in checks]
     lines += ["", "p99 at saturation (GitLab, 64 connections): " + ", ".join(f"{k} {fmt(v)} ms" for k, v in saturation.items()) + ".", "",
               "| target | measured | |", "|---|---|---|"]
     for what, measured, ok in targets:
@@ -372,9 +565,10 @@ def main():
     out = pathlib.Path(args.report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
-    (out.with_suffix(".json")).write_text(json.dumps({"rows": [dict(fixture=a, http=b, c=c, injector=o, floor=f) for a, b, c, o, f in rows],
-                                                      "quiet": quiet, "floor_decision": decided, "open_loop": [dict(arrivals=n, http=h, **r) for (n, h), r in opens.items()],
-                                                      "scaling": sizes}, indent=1))
+    (out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "quiet": quiet, "floor_decision": decided,
+                                                      "open_loop": [dict(arrivals=n, http=h, **r) for (n, h), r in opens.items()],
+                                                      "scaling": sizes, "checks": checks,
+                                                      "targets": [dict(target=w, measured=m, met=ok) for w, m, ok in targets]}, indent=1))
     print(f"bench: report in {out}")
     if args.readme:
         readme = pathlib.Path(args.readme)
