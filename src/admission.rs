@@ -125,10 +125,11 @@ struct WholeReview<O> {
 }
 
 /// Reads an AdmissionReview v1 whose object is a pod in one pass over the body, the pod read
-/// as [`crate::pod::decode`] reads it. `None` when anything does not read (not a review, not
-/// v1, an object that is not a readable pod): [`decode_review`] then says what.
-pub fn decode_pod_review(body: &[u8]) -> Option<AdmissionRequest<crate::pod::Decoded>> {
-    let review = serde_json::from_slice::<WholeReview<crate::pod::Decoded>>(body).ok()?;
+/// as `O` reads it ([`crate::pod::Decoded`], [`crate::pod::ForMutation`]). `None` when anything
+/// does not read (not a review, not v1, an object that is not a readable pod): [`decode_review`]
+/// then says what.
+pub fn decode_pod_review<O: serde::de::DeserializeOwned>(body: &[u8]) -> Option<AdmissionRequest<O>> {
+    let review = serde_json::from_slice::<WholeReview<O>>(body).ok()?;
     (review.kind == "AdmissionReview" && review.api_version == API_VERSION).then_some(review.request)
 }
 

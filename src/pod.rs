@@ -30,6 +30,79 @@ pub fn from_value(value: &serde_json::Value) -> Result<Pod, serde_json::Error> {
     LeanPod::deserialize(value).map(Pod::from)
 }
 
+/// The JSON names of the sources `v` sets, in the apiserver's (alphabetical) order; a valid
+/// volume sets exactly one. Read from the struct itself (no serialization): the pattern names
+/// every field, so a k8s-openapi with a new volume source does not compile until it is listed.
+pub fn volume_sources(v: &Volume) -> impl Iterator<Item = &'static str> {
+    let Volume {
+        name: _,
+        aws_elastic_block_store,
+        azure_disk,
+        azure_file,
+        cephfs,
+        cinder,
+        config_map,
+        csi,
+        downward_api,
+        empty_dir,
+        ephemeral,
+        fc,
+        flex_volume,
+        flocker,
+        gce_persistent_disk,
+        git_repo,
+        glusterfs,
+        host_path,
+        image,
+        iscsi,
+        nfs,
+        persistent_volume_claim,
+        photon_persistent_disk,
+        portworx_volume,
+        projected,
+        quobyte,
+        rbd,
+        scale_io,
+        secret,
+        storageos,
+        vsphere_volume,
+    } = v;
+    [
+        (aws_elastic_block_store.is_some(), "awsElasticBlockStore"),
+        (azure_disk.is_some(), "azureDisk"),
+        (azure_file.is_some(), "azureFile"),
+        (cephfs.is_some(), "cephfs"),
+        (cinder.is_some(), "cinder"),
+        (config_map.is_some(), "configMap"),
+        (csi.is_some(), "csi"),
+        (downward_api.is_some(), "downwardAPI"),
+        (empty_dir.is_some(), "emptyDir"),
+        (ephemeral.is_some(), "ephemeral"),
+        (fc.is_some(), "fc"),
+        (flex_volume.is_some(), "flexVolume"),
+        (flocker.is_some(), "flocker"),
+        (gce_persistent_disk.is_some(), "gcePersistentDisk"),
+        (git_repo.is_some(), "gitRepo"),
+        (glusterfs.is_some(), "glusterfs"),
+        (host_path.is_some(), "hostPath"),
+        (image.is_some(), "image"),
+        (iscsi.is_some(), "iscsi"),
+        (nfs.is_some(), "nfs"),
+        (persistent_volume_claim.is_some(), "persistentVolumeClaim"),
+        (photon_persistent_disk.is_some(), "photonPersistentDisk"),
+        (portworx_volume.is_some(), "portworxVolume"),
+        (projected.is_some(), "projected"),
+        (quobyte.is_some(), "quobyte"),
+        (rbd.is_some(), "rbd"),
+        (scale_io.is_some(), "scaleIO"),
+        (secret.is_some(), "secret"),
+        (storageos.is_some(), "storageos"),
+        (vsphere_volume.is_some(), "vsphereVolume"),
+    ]
+    .into_iter()
+    .filter_map(|(set, source)| set.then_some(source))
+}
+
 /// A pod read as [`decode`] reads it, inside a larger document (the AdmissionReview).
 #[derive(Debug)]
 pub struct Decoded(pub Pod);
@@ -37,6 +110,69 @@ pub struct Decoded(pub Pod);
 impl<'de> Deserialize<'de> for Decoded {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         LeanPod::deserialize(d).map(|p| Decoded(Pod::from(p)))
+    }
+}
+
+/// A pod as the mutating webhook reads it: as [`Decoded`], except that when its metadata (which
+/// the apiserver writes before the spec) carries a dind-injector status record, the rest of the
+/// object is skipped unread and the pod has no spec. The apiserver's reinvocation call, made for
+/// every injected pod, needs nothing else: that pod gets no patch.
+#[derive(Debug)]
+pub struct ForMutation(pub Pod);
+
+impl<'de> Deserialize<'de> for ForMutation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Metadata,
+            Spec,
+            #[serde(other)]
+            Other,
+        }
+
+        struct PodVisitor;
+        impl<'de> Visitor<'de> for PodVisitor {
+            type Value = LeanPod;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Pod object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LeanPod, A::Error> {
+                let mut pod = LeanPod { metadata: None, spec: None };
+                let (mut seen_metadata, mut seen_spec) = (false, false);
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Metadata => {
+                            if std::mem::replace(&mut seen_metadata, true) {
+                                return Err(A::Error::duplicate_field("metadata"));
+                            }
+                            pod.metadata = map.next_value()?;
+                            if pod.metadata.as_ref().is_some_and(LeanMeta::carries_status) {
+                                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                                pod.spec = None;
+                                return Ok(pod);
+                            }
+                        }
+                        Field::Spec => {
+                            if std::mem::replace(&mut seen_spec, true) {
+                                return Err(A::Error::duplicate_field("spec"));
+                            }
+                            pod.spec = map.next_value()?;
+                        }
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(pod)
+            }
+        }
+
+        d.deserialize_map(PodVisitor).map(|p| ForMutation(Pod::from(p)))
     }
 }
 
@@ -66,6 +202,16 @@ struct LeanMeta {
     annotations: Option<BTreeMap<String, String>>,
     #[serde(default)]
     owner_references: Option<Vec<OwnerReference>>,
+}
+
+impl LeanMeta {
+    /// Whether the pod carries a status record dind-injector wrote (it was injected already).
+    fn carries_status(&self) -> bool {
+        self.annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::annotations::STATUS))
+            .is_some_and(|status| crate::inject::InjectionStatus::parse(status).is_some())
+    }
 }
 
 #[derive(Deserialize)]

@@ -63,8 +63,9 @@ pub struct ReviewLog {
 
 /// Reviews a Pod CREATE for injection.
 pub fn mutate(body: &[u8], ctx: ReviewContext<'_>) -> ReviewOutcome {
-    // One pass over the body: the review, and the pod read as the decision reads it.
-    if let Some(mut request) = admission::decode_pod_review(body) {
+    // One pass over the body: the review, and the pod read as the decision reads it (only its
+    // metadata when it was injected already: the reinvocation call).
+    if let Some(mut request) = admission::decode_pod_review::<pod::ForMutation>(body) {
         let pod = request.object.take().map(|p| Ok(p.0));
         return mutate_request(&request, pod, ctx);
     }
@@ -215,7 +216,7 @@ fn already_injected(pod: &Pod) -> bool {
 pub fn validate(body: &[u8], ctx: ReviewContext<'_>) -> ReviewOutcome {
     // One pass over the body, as in `mutate`; an UPDATE of the pod itself compares the old and
     // new spec as JSON, so it takes the path that keeps the object raw.
-    if let Some(mut request) = admission::decode_pod_review(body)
+    if let Some(mut request) = admission::decode_pod_review::<pod::Decoded>(body)
         && !(request.operation == "UPDATE" && request.sub_resource.is_none())
     {
         let pod = request.object.take().map(|p| Ok(p.0));

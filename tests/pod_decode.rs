@@ -29,6 +29,12 @@ fn lean(value: &Value) -> Pod {
     from_text
 }
 
+/// The pod as the mutating webhook reads it.
+fn for_mutation(value: &Value) -> Pod {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    serde_json::from_str::<pod::ForMutation>(&text).unwrap_or_else(|e| panic!("pod::ForMutation: {e}")).0
+}
+
 /// Every pod we hold: (where it comes from, the pod).
 fn all_pods() -> Vec<(String, Value)> {
     let mut out = Vec::new();
@@ -99,6 +105,15 @@ fn the_decision_and_the_verdict_read_the_same_from_the_lean_decode() {
         }
         value["metadata"]["annotations"]["dind-injector.io/inject"] = "true".into();
         let (f, l) = (full(&value), lean(&value));
+        let m = for_mutation(&value);
+        let injected_already = value["metadata"]["annotations"]["dind-injector.io/status"]
+            .as_str()
+            .is_some_and(|s| inject::InjectionStatus::parse(s).is_some());
+        if injected_already {
+            assert_eq!((&m.metadata, &m.spec), (&l.metadata, &None), "{what}: the mutating read of an injected pod");
+        } else {
+            assert_eq!(m, l, "{what}: the mutating read differs from the lean decode");
+        }
         for level in [Level::Baseline, Level::Restricted] {
             assert_eq!(
                 format!("{:?}", check_pod_security(&f, level, Some("dind"))),
@@ -114,6 +129,8 @@ fn the_decision_and_the_verdict_read_the_same_from_the_lean_decode() {
             if let Outcome::Inject(i) = &a.outcome {
                 injected += 1;
                 let stored = support::apiserver::after_mutation(&apply(&value, &i.patch)).pod;
+                let reinvoked = for_mutation(&stored);
+                assert_eq!((&reinvoked.metadata, &reinvoked.spec), (&lean(&stored).metadata, &None), "{what}: the reinvocation read the spec");
                 let (vf, vl) = (
                     policy::validate_pod(&full(&stored), &ns, &config, &cluster),
                     policy::validate_pod(&lean(&stored), &ns, &config, &cluster),
@@ -141,4 +158,27 @@ fn a_pod_that_does_not_read_is_reported_by_the_lean_decode_too() {
     // What the lean decode skips is not read at all: a malformed field neither reads nor checks.
     let skipped = r#"{"spec": {"containers": [{"name": "a", "resources": 5}], "tolerations": {}}}"#;
     assert!(pod::decode(skipped).is_ok());
+}
+
+#[test]
+fn the_mutating_read_skips_the_spec_only_after_a_status_record() {
+    let status = r#"{\"version\":2,\"container\":\"dind\",\"mode\":\"native\",\"transport\":\"unix\",\"image\":\"docker:28.5.1-dind\",\"volumes\":[],\"targets\":[],\"template\":\"sha256:0\"}"#;
+    let read = |json: &str| serde_json::from_str::<pod::ForMutation>(json).map(|p| p.0);
+    // A status record: the rest is skipped unread, even what would not read as a pod.
+    let injected = format!(r#"{{"metadata": {{"name": "a", "annotations": {{"dind-injector.io/status": "{status}"}}}}, "spec": {{"containers": "x"}}, "status": 1}}"#);
+    let pod = read(&injected).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pod.metadata.name.as_deref(), Some("a"));
+    assert!(pod.spec.is_none());
+    // No record, or one that is not a record: the spec is read, and a bad one is an error.
+    for annotations in [r#"{}"#, r#"{"dind-injector.io/status": "injected"}"#] {
+        let json = format!(r#"{{"metadata": {{"annotations": {annotations}}}, "spec": {{"containers": "x"}}}}"#);
+        assert!(read(&json).is_err(), "{json} read as a pod");
+        let json = format!(r#"{{"metadata": {{"annotations": {annotations}}}, "spec": {{"containers": [{{"name": "b"}}]}}}}"#);
+        let pod = read(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        assert_eq!(pod.spec.map(|s| s.containers.len()), Some(1), "{json}");
+    }
+    // The spec before the metadata (the apiserver writes metadata first): read, then dropped.
+    let spec_first = format!(r#"{{"spec": {{"containers": [{{"name": "b"}}]}}, "metadata": {{"annotations": {{"dind-injector.io/status": "{status}"}}}}}}"#);
+    assert!(read(&spec_first).is_ok_and(|p| p.spec.is_none()));
+    assert!(read(r#"{"metadata": {}, "metadata": {}}"#).is_err(), "a duplicate field reads");
 }

@@ -161,34 +161,26 @@ fn normalize(path: &str) -> String {
     if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
 }
 
-fn components(path: &str) -> Vec<&str> {
-    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect()
+fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".")
 }
 
 /// Whether one path is the other, or a parent of it.
 fn overlaps(a: &str, b: &str) -> bool {
-    let (a, b) = (components(a), components(b));
-    let n = a.len().min(b.len());
-    a[..n] == b[..n]
+    components(a).zip(components(b)).all(|(x, y)| x == y)
 }
 
 /// The volume's kind when it is one that is mirrored (emptyDir, ephemeral, PVC, and nothing else).
 pub fn mirrorable_kind(v: &Volume) -> Option<&'static str> {
-    let value = serde_json::to_value(v).ok()?;
-    let sources: Vec<&String> = value.as_object()?.keys().filter(|k| *k != "name").collect();
-    match sources.as_slice() {
-        [k] if *k == "emptyDir" => Some("emptyDir"),
-        [k] if *k == "ephemeral" => Some("ephemeral"),
-        [k] if *k == "persistentVolumeClaim" => Some("persistentVolumeClaim"),
+    let mut sources = crate::pod::volume_sources(v);
+    match (sources.next(), sources.next()) {
+        (Some(kind @ ("emptyDir" | "ephemeral" | "persistentVolumeClaim")), None) => Some(kind),
         _ => None,
     }
 }
 
-fn kind_name(v: &Volume) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|j| j.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()))
-        .unwrap_or_else(|| "unknown".into())
+fn kind_name(v: &Volume) -> &'static str {
+    crate::pod::volume_sources(v).next().unwrap_or("unknown")
 }
 
 /// What mirroring adds to the sidecar.
@@ -210,9 +202,8 @@ pub fn mirror_into(
     config: &Config,
     warnings: &mut Vec<String>,
 ) -> Vec<MirroredMount> {
-    let own: Vec<String> = sidecar.volume_mounts.iter().flatten().map(|m| m.mount_path.clone()).collect();
-    let sidecar_env: Vec<EnvVar> = sidecar.env.clone().unwrap_or_default();
-    let m = plan(spec, targets, setting, config, &own, &sidecar_env, warnings);
+    let own: Vec<&str> = sidecar.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    let m = plan(spec, targets, setting, config, &own, sidecar.env.as_deref().unwrap_or_default(), warnings);
     if !m.mounts.is_empty() {
         sidecar.volume_mounts.get_or_insert_with(Vec::new).extend(m.mounts.iter().map(MirroredMount::mount));
     }
@@ -228,23 +219,23 @@ pub fn plan(
     targets: &[usize],
     setting: &WorkspaceSetting,
     config: &Config,
-    own: &[String],
+    own: &[&str],
     sidecar_env: &[EnvVar],
     warnings: &mut Vec<String>,
 ) -> Mirroring {
-    let mut reserved: Vec<String> = RESERVED_PATHS.iter().map(|p| (*p).to_owned()).collect();
-    reserved.push(config.sidecar.socket_dir.clone());
-    reserved.push(config.sidecar.cert_dir.clone());
-    reserved.extend(own.iter().cloned());
+    let reserved = || {
+        RESERVED_PATHS.iter().copied()
+            .chain([config.sidecar.socket_dir.as_str(), config.sidecar.cert_dir.as_str()])
+            .chain(own.iter().copied())
+    };
 
     let mut out = Mirroring::default();
     let mut seen_added: Vec<String> = Vec::new();
     for &i in targets {
         let Some(c) = spec.containers.get(i) else { continue };
         for m in c.volume_mounts.iter().flatten() {
-            let record = MirroredMount::of(m);
-            let path = record.path.clone();
-            let path = path.as_str();
+            let normalized = normalize(&m.mount_path);
+            let path = normalized.as_str();
             let added = setting.add.iter().any(|p| p == path);
             if added {
                 seen_added.push(path.to_owned());
@@ -264,13 +255,14 @@ pub fn plan(
                 }
                 continue;
             }
-            if let Some(r) = reserved.iter().find(|r| overlaps(r, path)) {
+            if let Some(r) = reserved().find(|r| overlaps(r, path)) {
                 warnings.push(format!(
                     "dind-injector: container {:?} mounts volume {:?} at {path}, which overlaps the sidecar's own {r}; it is not mirrored, so `docker run -v` of paths there sees the sidecar's files. Mount the volume at another path in the job container, or leave it out with {}: \"-{path}\"",
                     c.name, m.name, annotations::WORKSPACE
                 ));
                 continue;
             }
+            let record = MirroredMount::of(m);
             if let Some(other) = out.mounts.iter().find(|o| o.path == path) {
                 if *other != record {
                     warnings.push(format!(
@@ -448,7 +440,7 @@ mod tests {
         for (path, collides) in table {
             let s = spec(&[("repo", path)], vec![empty("repo")]);
             let mut w = Vec::new();
-            let m = plan(&s, &[0], &auto(), &Config::default(), &["/own".into()], &[], &mut w);
+            let m = plan(&s, &[0], &auto(), &Config::default(), &["/own"], &[], &mut w);
             assert_eq!(m.mounts.is_empty(), collides, "{path}");
             assert_eq!(w.len(), usize::from(collides), "{path}: {w:?}");
             if collides {

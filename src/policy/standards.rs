@@ -422,8 +422,7 @@ fn restricted(k: &mut Checker<'_>, checked: &[&ContainerView<'_>]) {
     let spec = k.spec;
     let windows = spec.os.as_ref().is_some_and(|os| os.name == "windows");
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        let Ok(serde_json::Value::Object(map)) = serde_json::to_value(v) else { continue };
-        for source in map.keys().filter(|key| *key != "name" && !RESTRICTED_VOLUME_SOURCES.contains(&key.as_str())) {
+        for source in crate::pod::volume_sources(v).filter(|s| !RESTRICTED_VOLUME_SOURCES.contains(s)) {
             k.pod(Control::RestrictedVolumes, &format!("spec.volumes[{i}].{source}"), v.name.clone(), &format!("use only {} volumes", RESTRICTED_VOLUME_SOURCES.join(", ")));
         }
     }
