@@ -29,6 +29,41 @@ fn lean(value: &Value) -> Pod {
     from_text
 }
 
+/// The sidecar fingerprint as it was first written (a `serde_json::Value` with its empty members
+/// removed), which every status record in a cluster was hashed with: `sidecar_fingerprint`, which
+/// writes the same bytes in one pass, must agree with it on every container.
+fn reference_fingerprint(c: &k8s_openapi::api::core::v1::Container) -> String {
+    fn drop_empty(value: &mut Value) {
+        match value {
+            Value::Object(map) => map.retain(|_, v| {
+                drop_empty(v);
+                !matches!(v, Value::Null) && v != "" && !v.as_array().is_some_and(Vec::is_empty)
+            }),
+            Value::Array(items) => items.iter_mut().for_each(drop_empty),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::json!({
+        "image": c.image, "command": c.command, "args": c.args, "env": c.env, "envFrom": c.env_from,
+        "workingDir": c.working_dir, "securityContext": c.security_context, "volumeMounts": c.volume_mounts,
+        "volumeDevices": c.volume_devices, "restartPolicy": c.restart_policy, "startupProbe": c.startup_probe,
+        "livenessProbe": c.liveness_probe, "readinessProbe": c.readiness_probe, "lifecycle": c.lifecycle,
+    });
+    drop_empty(&mut value);
+    inject::template_hash(&serde_json::to_vec(&value).unwrap_or_default())
+}
+
+fn assert_fingerprints(what: &str, pod: &Pod) -> usize {
+    let spec = pod.spec.as_ref();
+    let containers = spec.map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()));
+    let mut n = 0;
+    for c in containers.into_iter().flatten() {
+        assert_eq!(inject::sidecar_fingerprint(c), reference_fingerprint(c), "{what}: container {:?}", c.name);
+        n += 1;
+    }
+    n
+}
+
 /// The pod as the mutating webhook reads it.
 fn for_mutation(value: &Value) -> Pod {
     let text = serde_json::to_string(value).unwrap_or_default();
@@ -90,13 +125,14 @@ fn configs() -> Vec<Config> {
 }
 
 #[test]
-fn the_decision_and_the_verdict_read_the_same_from_the_lean_decode() {
+fn the_decision_the_verdict_and_the_fingerprint_are_the_same_from_the_lean_decode() {
     let pods = all_pods();
     assert!(pods.len() > 200, "{} pods", pods.len());
     let ns = NamespaceView::opted_in("ci");
     let cluster = ClusterInfo::default();
     let mut injected = 0;
     let mut checked = 0;
+    let mut fingerprinted = 0;
     for (what, value) in &pods {
         let mut value = value.clone();
         // Ask for injection, so the whole decision runs on every pod.
@@ -105,6 +141,7 @@ fn the_decision_and_the_verdict_read_the_same_from_the_lean_decode() {
         }
         value["metadata"]["annotations"]["dind-injector.io/inject"] = "true".into();
         let (f, l) = (full(&value), lean(&value));
+        fingerprinted += assert_fingerprints(what, &f);
         let m = for_mutation(&value);
         let injected_already = value["metadata"]["annotations"]["dind-injector.io/status"]
             .as_str()
@@ -129,6 +166,7 @@ fn the_decision_and_the_verdict_read_the_same_from_the_lean_decode() {
             if let Outcome::Inject(i) = &a.outcome {
                 injected += 1;
                 let stored = support::apiserver::after_mutation(&apply(&value, &i.patch)).pod;
+                fingerprinted += assert_fingerprints(what, &full(&stored));
                 let reinvoked = for_mutation(&stored);
                 assert_eq!((&reinvoked.metadata, &reinvoked.spec), (&lean(&stored).metadata, &None), "{what}: the reinvocation read the spec");
                 let (vf, vl) = (
@@ -141,6 +179,7 @@ fn the_decision_and_the_verdict_read_the_same_from_the_lean_decode() {
         }
     }
     assert!(injected > 100, "only {injected} of {checked} decisions injected");
+    assert!(fingerprinted > 1000, "only {fingerprinted} containers fingerprinted");
 }
 
 #[test]

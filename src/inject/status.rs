@@ -1,7 +1,14 @@
 //! The `dind-injector.io/status` annotation: what was injected, so that injection is idempotent
 //! and the validating webhook can recognise the sidecar.
 
+use std::borrow::Cow;
+use std::io;
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVar, Lifecycle, Probe, SecurityContext, VolumeDevice, VolumeMount,
+};
 use serde::{Deserialize, Serialize};
+use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
 /// The status annotation's content (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,31 +61,189 @@ impl InjectionStatus {
 /// It is taken over the canonical form the apiserver stores: an empty string or an empty list
 /// is the same as an absent field (`{"name": "X", "value": ""}` is stored as `{"name": "X"}`),
 /// so the hash of the pod as patched equals the hash of the pod as stored, while any value that
-/// means something else changes it.
-pub fn sidecar_fingerprint(c: &k8s_openapi::api::core::v1::Container) -> String {
-    let mut value = serde_json::json!({
-        "image": c.image, "command": c.command, "args": c.args, "env": c.env, "envFrom": c.env_from,
-        "workingDir": c.working_dir, "securityContext": c.security_context, "volumeMounts": c.volume_mounts,
-        "volumeDevices": c.volume_devices, "restartPolicy": c.restart_policy, "startupProbe": c.startup_probe,
-        "livenessProbe": c.liveness_probe, "readinessProbe": c.readiness_probe, "lifecycle": c.lifecycle,
-    });
-    drop_empty(&mut value);
-    template_hash(&serde_json::to_vec(&value).unwrap_or_default())
+/// means something else changes it. The bytes hashed are compact JSON with the keys of every
+/// object sorted and members whose value is `""`, `[]` or `null` left out, at every depth
+/// (`Canonical` writes them in one pass, without building a `serde_json::Value`).
+pub fn sidecar_fingerprint(c: &Container) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Hashed<'a> {
+        image: &'a Option<String>,
+        command: &'a Option<Vec<String>>,
+        args: &'a Option<Vec<String>>,
+        env: &'a Option<Vec<EnvVar>>,
+        env_from: &'a Option<Vec<EnvFromSource>>,
+        working_dir: &'a Option<String>,
+        security_context: &'a Option<SecurityContext>,
+        volume_mounts: &'a Option<Vec<VolumeMount>>,
+        volume_devices: &'a Option<Vec<VolumeDevice>>,
+        restart_policy: &'a Option<String>,
+        startup_probe: &'a Option<Probe>,
+        liveness_probe: &'a Option<Probe>,
+        readiness_probe: &'a Option<Probe>,
+        lifecycle: &'a Option<Lifecycle>,
+    }
+    let hashed = Hashed {
+        image: &c.image,
+        command: &c.command,
+        args: &c.args,
+        env: &c.env,
+        env_from: &c.env_from,
+        working_dir: &c.working_dir,
+        security_context: &c.security_context,
+        volume_mounts: &c.volume_mounts,
+        volume_devices: &c.volume_devices,
+        restart_policy: &c.restart_policy,
+        startup_probe: &c.startup_probe,
+        liveness_probe: &c.liveness_probe,
+        readiness_probe: &c.readiness_probe,
+        lifecycle: &c.lifecycle,
+    };
+    let mut out = Vec::with_capacity(2048);
+    let mut ser = serde_json::Serializer::with_formatter(std::io::sink(), Canonical::new(&mut out));
+    // Serializing the Kubernetes types cannot fail; a failure would hash what was written.
+    let _ = hashed.serialize(&mut ser);
+    template_hash(&out)
 }
 
-/// Removes, at every depth, object members whose value is `""`, `[]` or `null`: what Go's
-/// `omitempty` leaves out when the apiserver stores an object.
-fn drop_empty(value: &mut serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| {
-                drop_empty(v);
-                !matches!(v, Value::Null) && v != "" && !v.as_array().is_some_and(Vec::is_empty)
-            });
+/// A `serde_json` formatter writing canonical JSON into `out` (the writer it is handed is
+/// ignored): compact, the keys of every object sorted as `serde_json::Map` sorts them, and
+/// object members whose value is `""`, `[]` or `null` left out at every depth: what Go's
+/// `omitempty` leaves out when the apiserver stores an object. Members are written as they come
+/// and put in order, comma-separated, when their object closes.
+struct Canonical<'a> {
+    out: &'a mut Vec<u8>,
+    /// Members of the objects being written, innermost last.
+    members: Vec<Member>,
+    /// Where each open object's members start in `members`.
+    levels: Vec<usize>,
+    scratch: Vec<u8>,
+}
+
+/// One object member's place in `out`: `"key":value`.
+#[derive(Clone, Copy)]
+struct Member {
+    start: usize,
+    key_end: usize,
+    value_start: usize,
+    end: usize,
+}
+
+impl<'a> Canonical<'a> {
+    /// A formatter appending to `out`.
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Canonical { out, members: Vec::new(), levels: Vec::new(), scratch: Vec::new() }
+    }
+}
+
+/// A member's key as `serde_json::Map` orders keys: unescaped.
+fn member_key<'k>(out: &'k [u8], m: &Member) -> Cow<'k, [u8]> {
+    let quoted = &out[m.start..m.key_end];
+    let inner = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default();
+    if inner.contains(&b'\\')
+        && let Ok(s) = serde_json::from_slice::<String>(quoted)
+    {
+        return Cow::Owned(s.into_bytes());
+    }
+    Cow::Borrowed(inner)
+}
+
+/// Formatter methods that write a value as the compact formatter does, into `out`.
+macro_rules! into_out {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(fn $name<W: ?Sized + io::Write>(&mut self, _: &mut W $(, $arg: $ty)*) -> io::Result<()> {
+            CompactFormatter.$name(self.out $(, $arg)*)
+        })*
+    };
+}
+
+impl Formatter for Canonical<'_> {
+    into_out! {
+        write_null();
+        write_bool(v: bool);
+        write_i8(v: i8);
+        write_i16(v: i16);
+        write_i32(v: i32);
+        write_i64(v: i64);
+        write_i128(v: i128);
+        write_u8(v: u8);
+        write_u16(v: u16);
+        write_u32(v: u32);
+        write_u64(v: u64);
+        write_u128(v: u128);
+        write_f32(v: f32);
+        write_f64(v: f64);
+        write_number_str(v: &str);
+        begin_string();
+        end_string();
+        write_string_fragment(v: &str);
+        write_char_escape(v: CharEscape);
+        write_byte_array(v: &[u8]);
+        write_raw_fragment(v: &str);
+        begin_array();
+        end_array();
+        begin_array_value(first: bool);
+        end_array_value();
+    }
+
+    fn begin_object<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
+        self.out.push(b'{');
+        self.levels.push(self.members.len());
+        Ok(())
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, _: &mut W, _first: bool) -> io::Result<()> {
+        let start = self.out.len();
+        self.members.push(Member { start, key_end: start, value_start: start, end: start });
+        Ok(())
+    }
+
+    fn end_object_key<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
+        if let Some(m) = self.members.last_mut() {
+            m.key_end = self.out.len();
         }
-        Value::Array(items) => items.iter_mut().for_each(drop_empty),
-        _ => {}
+        Ok(())
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
+        self.out.push(b':');
+        if let Some(m) = self.members.last_mut() {
+            m.value_start = self.out.len();
+        }
+        Ok(())
+    }
+
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
+        let Some(m) = self.members.last_mut() else { return Ok(()) };
+        if matches!(&self.out[m.value_start..], b"null" | b"\"\"" | b"[]") {
+            self.out.truncate(m.start);
+            self.members.pop();
+        } else {
+            m.end = self.out.len();
+        }
+        Ok(())
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
+        let first = self.levels.pop().unwrap_or(0).min(self.members.len());
+        let members = &mut self.members[first..];
+        if members.len() > 1 {
+            let out = &*self.out;
+            members.sort_by(|a, b| member_key(out, a).cmp(&member_key(out, b)));
+            let begin = members.iter().map(|m| m.start).min().unwrap_or(out.len());
+            self.scratch.clear();
+            for (i, m) in members.iter().enumerate() {
+                if i > 0 {
+                    self.scratch.push(b',');
+                }
+                self.scratch.extend_from_slice(&out[m.start..m.end]);
+            }
+            self.out.truncate(begin);
+            self.out.extend_from_slice(&self.scratch);
+        }
+        self.members.truncate(first);
+        self.out.push(b'}');
+        Ok(())
     }
 }
 
