@@ -85,7 +85,7 @@ enum Scenario {
     BindWorkspace,
     /// docker-compose with a relative bind mount.
     Compose,
-    /// `docker run -v /var/run/docker.sock:/var/run/docker.sock docker:cli docker ps`.
+    /// `docker run -v /var/run/docker.sock:/var/run/docker.sock docker:cli docker image ls`.
     Scanner,
     /// `docker run -d -p 8080:80 busybox httpd`, then `curl localhost:8080` from the job.
     PublishedPort,
@@ -154,7 +154,11 @@ docker-compose down >/dev/null 2>&1
             vec!["compose-bind-ok"],
         ),
         Scanner => (
-            "docker run --rm -v /var/run/docker.sock:/var/run/docker.sock docker:cli docker ps --format 'scanner sees {{.Image}}'\n",
+            // What a scanner reads through the socket is the daemon's images (`trivy image`
+            // exports one). Not `docker ps`: the daemon marks a container running only after its
+            // process has started, so under load `docker ps` from inside it lists nothing
+            // (both tries of two pods in one loaded run, exit 0, empty output).
+            "docker run --rm -v /var/run/docker.sock:/var/run/docker.sock docker:cli docker image ls --format 'scanner sees {{.Repository}}:{{.Tag}}'\n",
             vec!["scanner sees docker:cli"],
         ),
         PublishedPort => (
