@@ -64,7 +64,8 @@ fn benches(c: &mut Criterion) {
         let mut r = review(name);
         let pod: Pod = serde_json::from_value(r["request"]["object"].clone()).unwrap_or_else(|e| panic!("{e}"));
         if let inject::Outcome::Inject(i) = inject::plan_injection(&pod, &view, &config, &cluster).outcome {
-            json_patch::patch(&mut r["request"]["object"], &i.patch.0).unwrap_or_else(|e| panic!("{e}"));
+            let ops = i.patch.to_json_patch().unwrap_or_else(|e| panic!("{e}"));
+            json_patch::patch(&mut r["request"]["object"], &ops.0).unwrap_or_else(|e| panic!("{e}"));
         }
         let body = serde_json::to_vec(&r).unwrap_or_default();
         validate.bench_function(name, |b| b.iter(|| webhook::validate(black_box(&body), ctx)));

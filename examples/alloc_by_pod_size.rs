@@ -65,7 +65,8 @@ fn stages(ctx: ReviewContext<'_>, view: &NamespaceView) -> Result<(), String> {
         return Err(format!("the GitLab review is not injected: {:?}", decision.outcome));
     };
     let mut injected: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    json_patch::patch(&mut injected["request"]["object"], &injection.patch.0).map_err(|e| e.to_string())?;
+    let ops = injection.patch.to_json_patch().map_err(|e| e.to_string())?;
+    json_patch::patch(&mut injected["request"]["object"], &ops.0).map_err(|e| e.to_string())?;
     let injected = serde_json::to_vec(&injected).map_err(|e| e.to_string())?;
     let mut out = serde_json::Map::new();
     let mut step = |name: &str, f: &mut dyn FnMut()| {

@@ -67,7 +67,8 @@ fn main() -> Result<(), String> {
     };
     // The review as the validating webhook and the reinvocation get it: the patch applied.
     let mut injected: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    json_patch::patch(&mut injected["request"]["object"], &injection.patch.0).map_err(|e| e.to_string())?;
+    let ops = injection.patch.to_json_patch().map_err(|e| e.to_string())?;
+    json_patch::patch(&mut injected["request"]["object"], &ops.0).map_err(|e| e.to_string())?;
     let injected = serde_json::to_vec(&injected).map_err(|e| e.to_string())?;
 
     // `--only STEP` times that step alone (for a profiler).

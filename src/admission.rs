@@ -249,11 +249,9 @@ impl AdmissionResponse {
     }
 
     /// Attaches a JSON Patch (an empty one attaches nothing).
-    pub fn with_patch(mut self, patch: &json_patch::Patch) -> Self {
-        if !patch.0.is_empty() {
-            // Serialising patch operations of plain JSON values cannot fail.
-            let bytes = serde_json::to_vec(patch).unwrap_or_default();
-            self.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+    pub fn with_patch(mut self, patch: &crate::inject::Patch) -> Self {
+        if !patch.is_empty() {
+            self.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch.as_json()));
             self.patch_type = Some("JSONPatch");
         }
         self
@@ -321,10 +319,12 @@ mod tests {
 
     #[test]
     fn patch_is_base64_and_typed() {
-        let patch: json_patch::Patch = match serde_json::from_str(r#"[{"op":"add","path":"/a","value":1}]"#) {
-            Ok(p) => p,
-            Err(e) => panic!("{e}"),
-        };
+        let mut builder = crate::inject::PatchBuilder::default();
+        builder.add(&["a"], &1);
+        let patch = builder.build();
+        let empty = AdmissionResponse::allow("u").with_patch(&crate::inject::Patch::default()).into_review_json();
+        let v: serde_json::Value = serde_json::from_slice(&empty).unwrap_or_default();
+        assert!(v["response"].get("patch").is_none() && v["response"].get("patchType").is_none(), "{v}");
         let json = AdmissionResponse::allow("u").with_patch(&patch).into_review_json();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
         assert_eq!(v["response"]["patchType"], "JSONPatch");

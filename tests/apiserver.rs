@@ -123,7 +123,7 @@ fn the_model_reproduces_every_recorded_stored_pod() {
         let first = &calls[0];
         let sent = &first["request"]["request"]["object"];
         let patched = match patch_of(&first["response"]) {
-            Some(p) => apply(sent, &p),
+            Some(p) => apply_ops(sent, &p),
             None => sent.clone(),
         };
         let model = apiserver::after_mutation(&patched);
@@ -163,7 +163,7 @@ fn replayed_requests_get_a_patch_once_and_the_stored_pod_is_admitted() {
             assert_eq!(out.log.reason, "own-dind");
             continue;
         };
-        let stored = apiserver::after_mutation(&apply(sent, &patch));
+        let stored = apiserver::after_mutation(&apply_ops(sent, &patch));
         assert!(stored.warnings.is_empty(), "{}: the apiserver would warn {:?}", r.name, stored.warnings);
         assert_structurally_valid(&stored.pod);
 

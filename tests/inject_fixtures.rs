@@ -157,7 +157,7 @@ fn webhook_reviews_of_patched_pods_return_no_patch() {
         use base64::Engine;
         let bytes = base64::engine::general_purpose::STANDARD.decode(patch_b64).unwrap_or_default();
         let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{fixture}: {e}"));
-        let patched = apply(&review["request"]["object"], &patch);
+        let patched = apply_ops(&review["request"]["object"], &patch);
         review["request"]["object"] = patched;
         let second = webhook::mutate(&serde_json::to_vec(&review).unwrap_or_default(), ctx);
         let answer: Value = serde_json::from_slice(&second.body).unwrap_or_default();

@@ -479,7 +479,7 @@ async fn mutate_then_patch(server: &Running, name: &str) -> Value {
     let answer = server.post(Http::H2, "/mutate", fixture_bytes(name)).await;
     let patch = answer.json()["response"]["patch"].as_str().unwrap_or_default().to_owned();
     let ops: json_patch::Patch = ok(serde_json::from_slice(&ok(base64::engine::general_purpose::STANDARD.decode(patch))));
-    support::apply(&support::review(name)["request"]["object"], &ops)
+    support::apply_ops(&support::review(name)["request"]["object"], &ops)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,7 @@ impl InjectReport {
                 );
                 let _ = writeln!(s, "  dockerd:    {}", i.sidecar.args.as_deref().unwrap_or_default().join(" "));
                 let _ = writeln!(s, "  patch:");
-                for op in &i.patch.0 {
+                for op in i.patch.to_json_patch().map(|p| p.0).unwrap_or_default() {
                     if let json_patch::PatchOperation::Add(a) = op {
                         let _ = writeln!(s, "    add {}", a.path);
                     }
@@ -225,7 +225,8 @@ fn inject_pod_value(
     let decision = inject::plan_injection(&pod, &namespace, config, cluster);
     let verdict = match &decision.outcome {
         Outcome::Inject(i) => {
-            json_patch::patch(value, &i.patch.0).map_err(|e| format!("{object}: the patch does not apply: {e}"))?;
+            let ops = i.patch.to_json_patch().map_err(|e| format!("{object}: the patch does not read back: {e}"))?;
+            json_patch::patch(value, &ops.0).map_err(|e| format!("{object}: the patch does not apply: {e}"))?;
             let injected: Pod = crate::pod::from_value(value).map_err(|e| format!("{object}: the injected pod does not read back: {e}"))?;
             policy::validate_pod(&injected, &namespace, config, cluster)
         }

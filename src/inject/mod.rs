@@ -14,7 +14,6 @@ pub mod workspace;
 use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, HostAlias, Pod, PodSpec, Volume};
-use serde_json::Value;
 
 use crate::annotations;
 use crate::config::{Config, SidecarMode, Transport};
@@ -22,13 +21,12 @@ use crate::names::unique_name;
 use crate::namespace::NamespaceView;
 
 pub use daemon::{daemon_json, daemon_json_text};
-pub use patch::PatchBuilder;
+pub use patch::{Patch, PatchBuilder};
 pub use runner::Runner;
 pub use settings::Settings;
 pub use sidecar::InjectedNames;
 pub use status::{InjectionStatus, STATUS_VERSION, sidecar_fingerprint, template_hash};
 
-use patch::to_value;
 
 /// A Kubernetes version, `major.minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,7 +68,7 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Injection {
     /// The JSON Patch against the pod.
-    pub patch: json_patch::Patch,
+    pub patch: Patch,
     /// The status annotation written.
     pub status: InjectionStatus,
     /// The sidecar container.
@@ -270,19 +268,19 @@ fn decide(
     patch.append(
         &["spec", "volumes"],
         spec.volumes.is_some(),
-        plan.volumes.iter().map(to_value).collect(),
+        &plan.volumes,
     );
-    let sidecar_value = to_value(&plan.container);
+    let sidecar = &plan.container;
     match settings.mode {
         SidecarMode::Container => {
-            patch.add(&["spec", "containers", "0"], sidecar_value);
+            patch.add(&["spec", "containers", "0"], sidecar);
             if pod.metadata.owner_references.iter().flatten().any(|o| o.kind == "Job") {
                 warnings.push(
                     "dind-injector: sidecar-mode container keeps dockerd running after the job containers exit, so this Job's pod will not complete on its own; use sidecar-mode native (Kubernetes 1.29+)".into(),
                 );
             }
         }
-        _ => patch.append(&["spec", "initContainers"], spec.init_containers.is_some(), vec![sidecar_value]),
+        _ => patch.append(&["spec", "initContainers"], spec.init_containers.is_some(), &[sidecar]),
     }
     if settings.transport != Transport::Unix || listeners.needs_alias() {
         add_docker_host_alias(&mut patch, spec);
@@ -307,13 +305,13 @@ fn decide(
         &["metadata", "annotations"],
         has_annotations,
         annotations::STATUS,
-        Value::String(status.to_annotation()),
+        &status.to_annotation(),
     );
     if settings.mode == SidecarMode::Container
         && !pod_annotations.is_some_and(|a| a.contains_key(annotations::DEFAULT_CONTAINER))
         && let Some(first) = spec.containers.first() {
             // kubectl logs/exec would otherwise pick the sidecar, now first in the list.
-            patch.insert(&["metadata", "annotations"], true, annotations::DEFAULT_CONTAINER, Value::String(first.name.clone()));
+            patch.insert(&["metadata", "annotations"], true, annotations::DEFAULT_CONTAINER, &first.name);
         }
     Ok(Injection {
         patch: patch.build(),
@@ -336,14 +334,14 @@ fn add_docker_host_alias(patch: &mut PatchBuilder, spec: &PodSpec) {
     if let Some(i) = aliases.iter().position(|a| a.ip.trim() == LOOPBACK) {
         let idx = i.to_string();
         let has_names = aliases[i].hostnames.is_some();
-        patch.append(&["spec", "hostAliases", &idx, "hostnames"], has_names, vec![Value::from("docker")]);
+        patch.append(&["spec", "hostAliases", &idx, "hostnames"], has_names, &["docker"]);
         return;
     }
     let alias = HostAlias {
         ip: LOOPBACK.into(),
         hostnames: Some(vec!["docker".into()]),
     };
-    patch.append(&["spec", "hostAliases"], spec.host_aliases.is_some(), vec![to_value(&alias)]);
+    patch.append(&["spec", "hostAliases"], spec.host_aliases.is_some(), &[alias]);
 }
 
 fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
@@ -474,15 +472,7 @@ fn add_to_job_container(
         }
     let (job_env, job_mounts, cert_warning) = compat::job_side(container, plan, settings.transport);
     warnings.extend(cert_warning);
-    let env: Vec<Value> = job_env
-        .iter()
-        .filter(|e| existing(&e.name).is_none())
-        .map(to_value)
-        .collect();
-    patch.append(&["spec", "containers", &idx, "env"], container.env.is_some(), env);
-    patch.append(
-        &["spec", "containers", &idx, "volumeMounts"],
-        container.volume_mounts.is_some(),
-        job_mounts.iter().map(to_value).collect(),
-    );
+    let env: Vec<&EnvVar> = job_env.iter().filter(|e| existing(&e.name).is_none()).collect();
+    patch.append(&["spec", "containers", &idx, "env"], container.env.is_some(), &env);
+    patch.append(&["spec", "containers", &idx, "volumeMounts"], container.volume_mounts.is_some(), &job_mounts);
 }

@@ -37,8 +37,16 @@ pub fn typed(pod: &Value) -> Pod {
     serde_json::from_value(pod.clone()).unwrap_or_else(|e| panic!("not a Pod: {e}"))
 }
 
-/// Applies a JSON Patch with the json-patch crate, failing the test when it does not apply.
-pub fn apply(pod: &Value, patch: &json_patch::Patch) -> Value {
+/// Applies the injector's JSON Patch with the json-patch crate (read back from the JSON text the
+/// apiserver would receive), failing the test when it does not read or apply.
+pub fn apply(pod: &Value, patch: &dind_injector::inject::Patch) -> Value {
+    let ops = patch.to_json_patch().unwrap_or_else(|e| panic!("patch is not a JSON Patch: {e}\npatch: {patch:?}"));
+    apply_ops(pod, &ops)
+}
+
+/// Applies JSON Patch operations (as read from an admission response) with the json-patch crate,
+/// failing the test when they do not apply.
+pub fn apply_ops(pod: &Value, patch: &json_patch::Patch) -> Value {
     let mut out = pod.clone();
     json_patch::patch(&mut out, &patch.0).unwrap_or_else(|e| panic!("patch does not apply: {e}\npatch: {}", serde_json::to_string_pretty(patch).unwrap_or_default()));
     out
