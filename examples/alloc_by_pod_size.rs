@@ -3,8 +3,9 @@
 //! `benches/decision.rs`'s `mutate_review_by_containers`, whose criterion times go beside these
 //! counts). Prints one JSON object per size: allocations and bytes allocated per review.
 //! `--stages` prints instead, for the GitLab review, the allocations of each step of a review
-//! (the floor's parse, the review's and the pod's decode, the decision, the answer, the three
-//! calls whole): where the allocations of the first table come from.
+//! (the floor's parse, the review's and the pod's decode, the decision, the answer, the injected
+//! pod's decode and policy check, the three calls whole): where the allocations of the first table
+//! come from.
 
 use std::alloc::System;
 use std::path::PathBuf;
@@ -82,6 +83,13 @@ fn stages(ctx: ReviewContext<'_>, view: &NamespaceView) -> Result<(), String> {
     });
     step("mutate", &mut || drop(black_box(webhook::mutate(black_box(&body), ctx))));
     step("mutate_reinvocation", &mut || drop(black_box(webhook::mutate(black_box(&injected), ctx))));
+    let injected_request = admission::decode_review(&injected).map_err(|e| e.to_string())?;
+    let injected_raw = injected_request.object.as_deref().map(|r| r.get().to_owned()).unwrap_or_default();
+    let injected_pod = pod::decode(&injected_raw).map_err(|e| e.to_string())?;
+    step("decode_injected_pod", &mut || drop(black_box(pod::decode(black_box(&injected_raw)).ok())));
+    step("validate_pod", &mut || {
+        drop(black_box(dind_injector::policy::validate_pod(black_box(&injected_pod), view, ctx.config, ctx.cluster)))
+    });
     step("validate", &mut || drop(black_box(webhook::validate(black_box(&injected), ctx))));
     println!("{}", Value::Object(out));
     Ok(())

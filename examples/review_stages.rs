@@ -21,7 +21,10 @@ use serde_json::Value;
 
 /// Nanoseconds per call of each step: the best of ten rounds, the steps taking turns in each
 /// round so that a shared machine's slow moments fall on all of them alike (noise only adds).
-fn time(iterations: u32, steps: &mut [(&'static str, Box<dyn FnMut() + '_>)]) -> Vec<(&'static str, f64)> {
+/// A named step and what runs it.
+type Step<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
+fn time(iterations: u32, steps: &mut [Step<'_>]) -> Vec<(&'static str, f64)> {
     let round = (iterations / 10).max(1);
     for (_, f) in steps.iter_mut() {
         for _ in 0..round {
@@ -73,7 +76,7 @@ fn main() -> Result<(), String> {
 
     // `--only STEP` times that step alone (for a profiler).
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
-    let mut steps: Vec<(&'static str, Box<dyn FnMut() + '_>)> = Vec::new();
+    let mut steps: Vec<Step<'_>> = Vec::new();
     steps.push(("floor_value_parse", Box::new(|| {
         black_box(serde_json::from_slice::<Value>(black_box(&body)).ok());
     })));

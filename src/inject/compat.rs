@@ -7,6 +7,7 @@
 //! One dockerd has one TLS configuration for all its TCP listeners, so one pod's daemon serves
 //! plain TCP (2375) or TLS (2376), not both; the other gets a warning that says so.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, VolumeMount};
@@ -170,9 +171,14 @@ pub fn plan_listeners(
 /// The env and mounts job container `c` gets: with TLS, the client certificates are mounted where
 /// `c` looks for them (`DOCKER_CERT_PATH`, else `$DOCKER_TLS_CERTDIR/client`), and an added
 /// `DOCKER_CERT_PATH` says the same. The message says why `c`'s own setting was not followed.
-pub fn job_side(c: &Container, plan: &SidecarPlan, transport: Transport) -> (Vec<EnvVar>, Vec<VolumeMount>, Option<String>) {
-    let mut env = plan.job_env.clone();
-    let mut mounts = plan.job_mounts.clone();
+/// Borrowed from the plan unless the certificates move.
+pub fn job_side<'a>(
+    c: &Container,
+    plan: &'a SidecarPlan,
+    transport: Transport,
+) -> (Cow<'a, [EnvVar]>, Cow<'a, [VolumeMount]>, Option<String>) {
+    let env = Cow::Borrowed(plan.job_env.as_slice());
+    let mut mounts = Cow::Borrowed(plan.job_mounts.as_slice());
     if transport != Transport::TcpTls {
         return (env, mounts, None);
     }
@@ -190,10 +196,10 @@ pub fn job_side(c: &Container, plan: &SidecarPlan, transport: Transport) -> (Vec
         (None, Some(d)) => ("DOCKER_TLS_CERTDIR", format!("{}/client", d.trim_end_matches('/'))),
         (None, None) => return (env, mounts, None),
     };
-    let certs = mounts.iter_mut().find(|m| m.sub_path.as_deref() == Some("client"));
-    let Some(certs) = certs else {
+    let Some(at) = mounts.iter().position(|m| m.sub_path.as_deref() == Some("client")) else {
         return (env, mounts, None);
     };
+    let certs = &mut mounts.to_mut()[at];
     if !wanted.starts_with('/') || wanted.len() < 2 || wanted.split('/').any(|p| p == "..") {
         let message = format!(
             "dind-injector: container {:?} sets {source} so that the client certificates would be at {wanted:?}, which is not an absolute path; they are mounted at {} instead. Set DOCKER_CERT_PATH to an absolute path",
@@ -202,10 +208,11 @@ pub fn job_side(c: &Container, plan: &SidecarPlan, transport: Transport) -> (Vec
         return (env, mounts, Some(message));
     }
     certs.mount_path = wanted.clone();
+    let mut env = env.into_owned();
     for e in env.iter_mut().filter(|e| e.name == "DOCKER_CERT_PATH") {
         e.value = Some(wanted.clone());
     }
-    (env, mounts, None)
+    (Cow::Owned(env), mounts, None)
 }
 
 #[cfg(test)]

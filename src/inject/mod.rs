@@ -356,11 +356,14 @@ fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> Injected
     taken_containers.extend(spec.ephemeral_containers.iter().flatten().map(|c| c.name.as_str()));
     let container = unique_name(&config.sidecar.container_name, |n| taken_containers.contains(n));
 
-    let mut taken_volumes: HashSet<String> = spec.volumes.iter().flatten().map(|v| v.name.clone()).collect();
+    let taken_volumes: HashSet<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+    let mut picked: Vec<String> = Vec::with_capacity(4);
     let prefix = &config.sidecar.volume_prefix;
     let mut volume = |suffix: &str| {
-        let name = unique_name(&format!("{prefix}-{suffix}"), |n| taken_volumes.contains(n));
-        taken_volumes.insert(name.clone());
+        let name = unique_name(&format!("{prefix}-{suffix}"), |n| {
+            taken_volumes.contains(n) || picked.iter().any(|p| p == n)
+        });
+        picked.push(name.clone());
         name
     };
     let storage = volume("storage");

@@ -49,11 +49,21 @@ impl fmt::Debug for Patch {
 }
 
 /// Writes `add` operations into a [`Patch`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PatchBuilder {
     patch: Patch,
     /// The pointer being written (reused between operations).
     path: String,
+}
+
+impl Default for PatchBuilder {
+    /// Room for a usual injection's patch (about 3 KiB for the GitLab pod) without growing.
+    fn default() -> Self {
+        PatchBuilder {
+            patch: Patch { json: Vec::with_capacity(4096), ops: 0 },
+            path: String::with_capacity(64),
+        }
+    }
 }
 
 impl PatchBuilder {

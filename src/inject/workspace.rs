@@ -70,10 +70,21 @@ impl MirroredMount {
         }
     }
 
+    /// Whether `m` mounts what this records (`MirroredMount::of(m) == *self`, without building
+    /// one: the validating webhook asks this for every mount of every job container).
+    fn same_as(&self, m: &VolumeMount) -> bool {
+        fn non_empty(s: &Option<String>) -> Option<&str> {
+            s.as_deref().filter(|s| !s.is_empty())
+        }
+        self.volume == m.name
+            && self.path == normalized(&m.mount_path)
+            && self.sub_path.as_deref() == non_empty(&m.sub_path)
+            && self.sub_path_expr.as_deref() == non_empty(&m.sub_path_expr)
+    }
+
     /// Whether `m` is exactly this mount, read-write or read-only, with no mount propagation.
     fn is(&self, m: &VolumeMount) -> bool {
-        MirroredMount::of(m) == *self
-            && m.mount_propagation.as_deref().is_none_or(|p| p == "None")
+        self.same_as(m) && m.mount_propagation.as_deref().is_none_or(|p| p == "None")
     }
 }
 
@@ -157,8 +168,13 @@ fn parse(value: &str) -> Result<Parsed, String> {
 
 /// `/a/b/` → `/a/b`; `/` stays.
 fn normalize(path: &str) -> String {
+    normalized(path).to_owned()
+}
+
+/// `path` without surrounding whitespace and trailing slashes (`/` for the root).
+fn normalized(path: &str) -> &str {
     let trimmed = path.trim().trim_end_matches('/');
-    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+    if trimmed.is_empty() { "/" } else { trimmed }
 }
 
 fn components(path: &str) -> impl Iterator<Item = &str> {
@@ -362,7 +378,7 @@ pub fn mirror_problem(spec: &PodSpec, status: &InjectionStatus) -> Option<String
             .iter()
             .filter(|c| status.targets.contains(&c.name))
             .flat_map(|c| c.volume_mounts.iter().flatten())
-            .any(|m| MirroredMount::of(m) == *r);
+            .any(|m| r.same_as(m));
         if !mounted_by_target {
             return Some(format!(
                 "it mirrors volume {:?} at {}, but no job container mounts it there",
@@ -404,6 +420,30 @@ mod tests {
 
     fn paths(m: &Mirroring) -> Vec<&str> {
         m.mounts.iter().map(|r| r.path.as_str()).collect()
+    }
+
+    #[test]
+    fn same_as_is_equality_with_the_mount_it_records() {
+        let sub = |v: &str| Some(v.to_owned());
+        let mounts = [
+            vm("repo", "/builds"),
+            vm("repo", "/builds/"),
+            vm("repo", " /builds// "),
+            vm("repo", "/"),
+            vm("repo", ""),
+            vm("other", "/builds"),
+            vm("repo", "/builds/x"),
+            VolumeMount { sub_path: sub("a"), ..vm("repo", "/builds") },
+            VolumeMount { sub_path: sub(""), ..vm("repo", "/builds") },
+            VolumeMount { sub_path_expr: sub("$(POD)"), ..vm("repo", "/builds") },
+            VolumeMount { sub_path_expr: sub(""), ..vm("repo", "/builds") },
+        ];
+        for recorded in &mounts {
+            let r = MirroredMount::of(recorded);
+            for m in &mounts {
+                assert_eq!(r.same_as(m), MirroredMount::of(m) == r, "{r:?} vs {m:?}");
+            }
+        }
     }
 
     #[test]

@@ -131,13 +131,14 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
     if mode == PolicyMode::Off {
         return verdict;
     }
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let annotations = pod.metadata.annotations.as_ref();
     let status = annotations
         .and_then(|a| a.get(annotations::STATUS))
         .map(|s| InjectionStatus::parse(s).ok_or(s));
     match &status {
-        Some(Ok(status)) => match sidecar_problem(&spec, status, config) {
+        Some(Ok(status)) => match sidecar_problem(spec, status, config) {
             None => verdict.exempt = Some(status.container.clone()),
             Some(problem) => verdict.findings.push(Finding {
                 label: "sidecar-tampered",

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -104,7 +104,7 @@ enum BodyError {
     Unreadable(String),
 }
 
-async fn read_body(request: Request, limit: usize, timeout: Duration) -> Result<Vec<u8>, BodyError> {
+async fn read_body(request: Request, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -116,7 +116,8 @@ async fn read_body(request: Request, limit: usize, timeout: Duration) -> Result<
     let body = Limited::new(request.into_body(), limit);
     match tokio::time::timeout(timeout, body.collect()).await {
         Err(_) => Err(BodyError::Timeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+        // One frame (the usual case) is handed over without a copy.
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
         Ok(Err(e)) => Err(BodyError::Unreadable(e.to_string())),
     }
