@@ -181,9 +181,44 @@ fn components(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty() && *c != ".")
 }
 
-/// Whether one path is the other, or a parent of it.
-fn overlaps(a: &str, b: &str) -> bool {
-    components(a).zip(components(b)).all(|(x, y)| x == y)
+/// The first of `reserved` that `path` overlaps: is, or is a parent of, or lies under (the
+/// candidate's form is read once).
+fn first_overlap<'a>(mut reserved: impl Iterator<Item = &'a str>, path: &str) -> Option<&'a str> {
+    let plain_path = plain(path);
+    reserved.find(|r| overlaps_plain(r, plain(r), path, plain_path))
+}
+
+/// Whether one path is the other, or a parent of it, given each path's [`plain`] form.
+fn overlaps_plain(a: &str, plain_a: Option<&str>, b: &str, plain_b: Option<&str>) -> bool {
+    match (plain_a, plain_b) {
+        // Every mount is checked against every reserved path: compare bytes when both paths are
+        // plain (no empty or `.` components), which they are unless someone writes `/a//./b`.
+        (Some(a), Some(b)) => {
+            let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+            long.starts_with(short) && (short.is_empty() || long.len() == short.len() || long.as_bytes()[short.len()] == b'/')
+        }
+        _ => components(a).zip(components(b)).all(|(x, y)| x == y),
+    }
+}
+
+/// `path` without its trailing slashes when its components are plain (between single slashes,
+/// none `.`), so that comparing bytes is comparing components; `None` otherwise.
+fn plain(path: &str) -> Option<&str> {
+    let path = path.trim_end_matches('/');
+    let bytes = path.as_bytes();
+    if bytes.first().is_some_and(|b| *b != b'/') {
+        return None;
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'/' {
+            match bytes.get(i + 1) {
+                Some(b'/') => return None,
+                Some(b'.') if matches!(bytes.get(i + 2), None | Some(b'/')) => return None,
+                _ => {}
+            }
+        }
+    }
+    Some(path)
 }
 
 /// The volume's kind when it is one that is mirrored (emptyDir, ephemeral, PVC, and nothing else).
@@ -271,7 +306,7 @@ pub fn plan(
                 }
                 continue;
             }
-            if let Some(r) = reserved().find(|r| overlaps(r, path)) {
+            if let Some(r) = first_overlap(reserved(), path) {
                 warnings.push(format!(
                     "dind-injector: container {:?} mounts volume {:?} at {path}, which overlaps the sidecar's own {r}; it is not mirrored, so `docker run -v` of paths there sees the sidecar's files. Mount the volume at another path in the job container, or leave it out with {}: \"-{path}\"",
                     c.name, m.name, annotations::WORKSPACE
@@ -420,6 +455,28 @@ mod tests {
 
     fn paths(m: &Mirroring) -> Vec<&str> {
         m.mounts.iter().map(|r| r.path.as_str()).collect()
+    }
+
+    #[test]
+    fn overlaps_compares_components_however_the_paths_are_written() {
+        let overlaps = |a: &str, b: &str| first_overlap(std::iter::once(a), b).is_some();
+        let by_components = |a: &str, b: &str| components(a).zip(components(b)).all(|(x, y)| x == y);
+        let parts = ["", "/", "//", "a", "ab", "b", ".", "..", ".a", "a.", "/./", "var", "run"];
+        let mut paths = vec![String::new()];
+        for x in parts {
+            for y in parts {
+                for z in ["", "/", "a", "./"] {
+                    paths.push(format!("{x}{y}{z}"));
+                    paths.push(format!("/{x}/{y}{z}"));
+                }
+            }
+        }
+        for a in &paths {
+            for b in &paths {
+                assert_eq!(overlaps(a, b), by_components(a, b), "{a:?} vs {b:?}");
+            }
+        }
+        assert!(overlaps("/var/run", "/var/run/docker.sock") && overlaps("/", "/builds") && !overlaps("/var/run", "/var/runner"));
     }
 
     #[test]
