@@ -273,6 +273,11 @@ def scaling(alloc_binary):
     return rows
 
 
+def compact(doc):
+    """JSON as the apiserver writes a review: no whitespace."""
+    return json.dumps(doc, separators=(",", ":"))
+
+
 def large_review(n=50):
     """The GitLab review with `n` job containers shaped like its `build` (benches/decision.rs)."""
     review = json.loads((ROOT / "tests/fixtures/reviews/gitlab.json").read_text())
@@ -334,7 +339,7 @@ def injected_review(binary, certs, workdir, gitlab_path):
         review = json.loads(raw)
         apply_patch(review["request"]["object"], patch)
         review["request"]["uid"] = "0a6f2b1c-3d4e-4f5a-9b6c-7d8e9f0a1b02"
-        body = json.dumps(review, indent=2).encode()  # as the fixture is written
+        body = compact(review).encode()
         status, answer = server.post("/mutate", body, certs)
         response = (answer or {}).get("response") or {}
         checks.append(("the reinvocation call: allowed, no patch",
@@ -390,14 +395,17 @@ def main():
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="dind-bench-"))
     certs = workdir / "certs"
     subprocess.run([args.server, "certs", "--out", str(certs)], check=True, capture_output=True)
+    # Every body is sent as the apiserver sends it: compact JSON (its serializer writes no
+    # indentation), not as the fixtures are written for people to read.
     bodies = {}
     for name in ["gitlab", "buildkite"]:
-        bodies[name] = ROOT / f"tests/fixtures/reviews/{name}.json"
+        bodies[name] = workdir / f"{name}.json"
+        bodies[name].write_text(compact(json.loads((ROOT / f"tests/fixtures/reviews/{name}.json").read_text())))
     bodies["50 containers"] = workdir / "large.json"
-    bodies["50 containers"].write_text(json.dumps(large_review(50)))
+    bodies["50 containers"].write_text(compact(large_review(50)))
     injected, checks = injected_review(args.server, certs, workdir, bodies["gitlab"])
     bodies["gitlab, injected"] = workdir / "injected.json"
-    bodies["gitlab, injected"].write_text(json.dumps(injected, indent=2))
+    bodies["gitlab, injected"].write_text(compact(injected))
     checks.append(("the peer answers 200, allowed, with its patch", peer_answers(args.peer, certs, workdir, bodies["gitlab"])))
     for what, ok in checks:
         print(f"  check: {what}: {'yes' if ok else 'NO'}", flush=True)
@@ -495,7 +503,8 @@ def main():
         "the floor (`examples/floor.rs`: parses the review into a `serde_json::Value`, echoes the uid) and the kube-rs-style peer "
         "(`examples/kube_peer.rs`: kube-rs's admission controller example, `AdmissionReview<DynamicObject>` in, one label added "
         "by JSON Patch, the review out). The injected GitLab review is the GitLab review with the injector's own patch applied "
-        "(status annotation present): what the apiserver sends on the reinvocation call and to `/validate`.",
+        "(status annotation present): what the apiserver sends on the reinvocation call and to `/validate`. Every body is "
+        "compact JSON, as the apiserver sends it (the GitLab review: 7.9 KiB; the fixture as written, indented: 14.3 KiB).",
         "",
         f"Issue 11's ratios (CPU per review, {RATIO_CONNECTIONS} connections):",
         "",

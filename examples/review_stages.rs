@@ -50,7 +50,9 @@ fn main() -> Result<(), String> {
         None => 20_000,
     };
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reviews/gitlab.json");
-    let body = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // As the apiserver sends it: compact JSON, not the fixture's indentation.
+    let body = serde_json::to_vec(&serde_json::from_slice::<Value>(&text).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let config = Config::default();
     let cluster = ClusterInfo::default();
     let view = NamespaceView::opted_in("ci");
