@@ -35,7 +35,8 @@ bench:
 	$(MAKE) bench-load
 
 ## The load benchmark: the release server, the Value floor and the kube-rs-style peer over HTTPS (h2load), HTTP/1.1 and HTTP/2,
-## concurrency 1/16/64, reinvocation and /validate, open loop at 1,000/s, readiness; prints issue 11's ratios and each target met or MISSED.
+## concurrency 1/16/64, reinvocation and /validate, open loop at 1,000/s, readiness, instructions per review under callgrind;
+## prints issue 11's ratios and each target met or MISSED.
 bench-load: bench-deps
 	$(CARGO) build --locked --release --bin dind-injector --example floor --example kube_peer --example alloc_by_pod_size
 	python3 bench/load.py --server target/release/dind-injector --floor target/release/examples/floor --peer target/release/examples/kube_peer \
@@ -45,7 +46,7 @@ bench-load: bench-deps
 bench-readme:
 	$(MAKE) bench BENCH_ARGS="--readme README.md"
 
-## Install what the load benchmark needs beyond Rust and Python (Debian's nghttp2-client: h2load).
+## Install what the load benchmark needs beyond Rust and Python (Debian's nghttp2-client: h2load; valgrind).
 bench-deps:
 	@sh scripts/install-bench-deps.sh
 

@@ -22,12 +22,15 @@ measured for --seconds: requests per second, p50/p99/p99.9 latency (h2load's per
 the server's CPU time per review (utime+stime from /proc/PID/stat, before and after, divided by
 the requests answered) and its peak RSS (VmHWM). Then p99 at a fixed 1,000 reviews/s (open
 loop: h2load --rps), evenly and in bursts of 10; allocations per review by pod size
-(examples/alloc_by_pod_size.rs); and how soon /readyz answers 200 after the process starts.
+(examples/alloc_by_pod_size.rs); how soon /readyz answers 200 after the process starts; and
+the instructions each server executes per review under valgrind's callgrind (GitLab, HTTP/2, 16
+connections), a repeatable figure beside the CPU times, which vary by 30% on a shared VM.
 
 The injector logs as in production: one JSON line per review (info), to a file.
 Client and server share the machine: the ratios are the figures that carry over.
 
 usage: load.py --server BIN --floor BIN --peer BIN [--alloc BIN] [--seconds 4] [--report FILE] [--readme README.md]
+               [--no-instructions]
 """
 import argparse
 import base64
@@ -100,7 +103,7 @@ class Server:
     """One server process: the injector (readiness from /readyz), or the floor, `floor --decide`
     or the peer (ready at their first line, `listening on ADDR`)."""
 
-    def __init__(self, kind, binary, certs, workdir, log_level="info"):
+    def __init__(self, kind, binary, certs, workdir, log_level="info", wrapper=()):
         self.kind = kind
         self.port = free_port()
         self.health = free_port()
@@ -119,11 +122,14 @@ class Server:
             if kind == "floor+decision":
                 cmd.append("--decide")
         env = dict(os.environ, RUST_LOG=log_level)
+        cmd = list(wrapper) + cmd
+        # Under valgrind everything is about fifty times slower.
+        self.patience = 120 if wrapper else 10
         started = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self.log if kind == "injector" else subprocess.PIPE,
                                      stderr=self.log, env=env)
         self.ready_ms = None
-        deadline = started + 10
+        deadline = started + self.patience
         if kind == "injector":
             while time.monotonic() < deadline:
                 if http_status(self.health, "/readyz") == 200:
@@ -162,7 +168,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=self.patience)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -271,6 +277,32 @@ def scaling(alloc_binary):
             time_us = json.loads(est.read_text())["median"]["point_estimate"] / 1000.0
         rows.append((n, time_us, counts.get(n)))
     return rows
+
+
+# Requests of the two callgrind runs whose difference gives the instructions per review.
+INSTRUCTION_RUNS = (1000, 3000)
+
+
+def instructions(kind, binary, certs, workdir, body, path="/mutate", log_level="info"):
+    """User-space instructions the server executes per review, every thread counted (valgrind
+    --tool=callgrind), GitLab, HTTP/2, 16 connections: a run of 3,000 reviews minus a run of
+    1,000, over 2,000, so start-up, handshakes and shutdown cancel out. Repeatable to about 1%
+    where CPU time on this shared VM varies by 30%; it leaves out the kernel (the log line's
+    write, the sockets) and cache misses."""
+    totals = []
+    for n in INSTRUCTION_RUNS:
+        out = workdir / f"callgrind-{kind.replace('+', '-')}-{n}.out"
+        server = Server(kind, binary, certs, workdir, log_level,
+                        wrapper=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+        result = h2load(server.url(path), body, "2", RATIO_CONNECTIONS, requests=n)
+        server.stop()
+        if result["ok"] != n:
+            sys.exit(f"bench: {kind} under callgrind answered {result['ok']} of {n} reviews with 2xx")
+        m = re.search(r"^(?:totals|summary): (\d+)", out.read_text(), re.M)
+        if not m:
+            sys.exit(f"bench: no instruction count in {out}")
+        totals.append(int(m.group(1)))
+    return (totals[1] - totals[0]) / (INSTRUCTION_RUNS[1] - INSTRUCTION_RUNS[0])
 
 
 def compact(doc):
@@ -383,6 +415,8 @@ def main():
     ap.add_argument("--server", required=True)
     ap.add_argument("--floor", required=True, help="examples/floor (the Value floor; `--decide` for the decision alone)")
     ap.add_argument("--peer", required=True, help="examples/kube_peer (the kube-rs-style peer)")
+    ap.add_argument("--no-instructions", action="store_true",
+                    help="skip the instruction counts under callgrind (about four minutes)")
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--report", default=str(ROOT / "target/bench-load/report.md"))
     ap.add_argument("--alloc", help="examples/alloc_by_pod_size, for the scaling table and the allocations target")
@@ -457,6 +491,26 @@ def main():
             print(f"  open loop 1000/s, {name}, HTTP/{http}: {r['rps']:.0f} req/s, p50 {fmt(r.get('p50'))} ms, "
                   f"p99 {fmt(r.get('p99'))} ms, p99.9 {fmt(r.get('p999'))} ms, errors {r['errors']}", flush=True)
     sizes = scaling(args.alloc)
+    counted = None
+    if not args.no_instructions:
+        if not shutil.which("valgrind"):
+            sys.exit("bench: valgrind is missing (scripts/install-bench-deps.sh installs it; --no-instructions skips the counts)")
+        g, inj = bodies["gitlab"], bodies["gitlab, injected"]
+        plan = [
+            ("floor", "floor", args.floor, g, "/mutate", "info"),
+            ("floor+decision", "floor+decision", args.floor, g, "/mutate", "info"),
+            ("peer", "peer", args.peer, g, "/mutate", "info"),
+            ("mutate, logging off", "injector", args.server, g, "/mutate", "warn"),
+            ("mutate", "injector", args.server, g, "/mutate", "info"),
+            ("floor, injected", "floor", args.floor, inj, "/mutate", "info"),
+            ("peer, injected", "peer", args.peer, inj, "/mutate", "info"),
+            ("reinvocation", "injector", args.server, inj, "/mutate", "info"),
+            ("validate", "injector", args.server, inj, "/validate", "info"),
+        ]
+        counted = {}
+        for name, kind, binary, body, path, level in plan:
+            counted[name] = instructions(kind, binary, certs, workdir, body, path, level)
+            print(f"  instructions per review, {name}: {counted[name] / 1000:.0f} k", flush=True)
 
     # Issue 11's ratios: (what, fixture, call, yardstick, target).
     RATIOS = [
@@ -530,6 +584,23 @@ def main():
               f"| the injector with logging off (adds axum routing, metrics, spans, timeouts) | {quiet['cpu_us']:.0f} | {quiet['cpu_us'] / f0:.2f} |",
               f"| the injector as deployed (adds one JSON log line per review) | {gitlab['injector']['cpu_us']:.0f} | {gitlab['injector']['cpu_us'] / f0:.2f} |",
               f"| (beside: the kube-rs-style peer, `AdmissionReview<DynamicObject>`, one label) | {gitlab['peer']['cpu_us']:.0f} | {gitlab['peer']['cpu_us'] / f0:.2f} |"]
+    if counted:
+        k = lambda name: f"{counted[name] / 1000:.0f}"
+        x = lambda name, base: f"{counted[name] / counted[base]:.2f}"
+        lines += ["", "Instructions per review (valgrind's callgrind, every thread, user space; GitLab, HTTP/2, "
+                  f"{RATIO_CONNECTIONS} connections; {INSTRUCTION_RUNS[1]:,} reviews minus {INSTRUCTION_RUNS[0]:,}, so start-up cancels out). "
+                  "Repeatable to about 1% where the CPU times above vary by 30% from run to run; the kernel's share "
+                  "(sockets, the log line's write) and cache misses are not in it:", "",
+                  "| server | call | k instructions/review | x floor | x peer |", "|---|---|---:|---:|---:|",
+                  f"| the floor | GitLab review | {k('floor')} | 1.00 | {x('floor', 'peer')} |",
+                  f"| the kube-rs-style peer | GitLab review | {k('peer')} | {x('peer', 'floor')} | 1.00 |",
+                  f"| the floor answering with the injector's decision (`floor --decide`) | GitLab review | {k('floor+decision')} | {x('floor+decision', 'floor')} | {x('floor+decision', 'peer')} |",
+                  f"| the injector, logging off | `/mutate` | {k('mutate, logging off')} | {x('mutate, logging off', 'floor')} | {x('mutate, logging off', 'peer')} |",
+                  f"| the injector as deployed | `/mutate` | {k('mutate')} | {x('mutate', 'floor')} | {x('mutate', 'peer')} |",
+                  f"| the floor | injected GitLab pod | {k('floor, injected')} | 1.00 | {x('floor, injected', 'peer, injected')} |",
+                  f"| the kube-rs-style peer | injected GitLab pod | {k('peer, injected')} | {x('peer, injected', 'floor, injected')} | 1.00 |",
+                  f"| the injector as deployed | reinvocation (`/mutate`) | {k('reinvocation')} | {x('reinvocation', 'floor, injected')} | {x('reinvocation', 'peer, injected')} |",
+                  f"| the injector as deployed | `/validate` | {k('validate')} | {x('validate', 'floor, injected')} | {x('validate', 'peer, injected')} |"]
     lines += ["", f"Open loop, GitLab, 1,000 reviews/s for {open_seconds} s (h2load `--rps`; latency from each request's start, "
               "so a request held behind a slow one on its connection is counted from when it went out):", "",
               "| arrivals | HTTP | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -574,7 +645,7 @@ def main():
     out = pathlib.Path(args.report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
-    (out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "quiet": quiet, "floor_decision": decided,
+    (out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "quiet": quiet, "floor_decision": decided, "instructions": counted,
                                                       "open_loop": [dict(arrivals=n, http=h, **r) for (n, h), r in opens.items()],
                                                       "scaling": sizes, "checks": checks,
                                                       "targets": [dict(target=w, measured=m, met=ok) for w, m, ok in targets]}, indent=1))
