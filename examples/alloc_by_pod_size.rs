@@ -7,6 +7,9 @@
 //! pod's decode and policy check, the three calls whole): where the allocations of the first table
 //! come from.
 
+#[path = "support/pieces.rs"]
+mod pieces;
+
 use std::alloc::System;
 use std::path::PathBuf;
 
@@ -53,22 +56,12 @@ fn count(f: &mut dyn FnMut()) -> Value {
 /// `/validate`), counted alone.
 fn stages(ctx: ReviewContext<'_>, view: &NamespaceView) -> Result<(), String> {
     use dind_injector::admission::{self, AdmissionResponse};
-    use dind_injector::inject::{self, Outcome};
+    use dind_injector::inject;
     use dind_injector::pod;
     use std::hint::black_box;
 
     let body = review_with_containers(1)?;
-    let request = admission::decode_review(&body).map_err(|e| e.to_string())?;
-    let raw = request.object.as_deref().map(|r| r.get().to_owned()).unwrap_or_default();
-    let typed = pod::decode(&raw).map_err(|e| e.to_string())?;
-    let decision = inject::plan_injection(&typed, view, ctx.config, ctx.cluster);
-    let Outcome::Inject(injection) = &decision.outcome else {
-        return Err(format!("the GitLab review is not injected: {:?}", decision.outcome));
-    };
-    let mut injected: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    let ops = injection.patch.to_json_patch().map_err(|e| e.to_string())?;
-    json_patch::patch(&mut injected["request"]["object"], &ops.0).map_err(|e| e.to_string())?;
-    let injected = serde_json::to_vec(&injected).map_err(|e| e.to_string())?;
+    let pieces::Pieces { raw, pod: typed, decision, injection, injected } = pieces::pieces(&body, view, ctx.config, ctx.cluster)?;
     let mut out = serde_json::Map::new();
     let mut step = |name: &str, f: &mut dyn FnMut()| {
         out.insert(name.into(), count(f));

@@ -11,9 +11,12 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "support/pieces.rs"]
+mod pieces;
+
 use dind_injector::admission::{self, AdmissionResponse};
 use dind_injector::config::Config;
-use dind_injector::inject::{self, ClusterInfo, Outcome};
+use dind_injector::inject::{self, ClusterInfo};
 use dind_injector::namespace::{NamespaceView, StaticNamespaces};
 use dind_injector::pod;
 use dind_injector::webhook::{self, ReviewContext};
@@ -63,18 +66,8 @@ fn main() -> Result<(), String> {
         cluster: &cluster,
     };
 
-    let request = admission::decode_review(&body).map_err(|e| e.to_string())?;
-    let raw = request.object.as_deref().map(|r| r.get().to_owned()).unwrap_or_default();
-    let typed = pod::decode(&raw).map_err(|e| e.to_string())?;
-    let decision = inject::plan_injection(&typed, &view, &config, &cluster);
-    let Outcome::Inject(injection) = &decision.outcome else {
-        return Err(format!("the GitLab review is not injected: {:?}", decision.outcome));
-    };
     // The review as the validating webhook and the reinvocation get it: the patch applied.
-    let mut injected: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    let ops = injection.patch.to_json_patch().map_err(|e| e.to_string())?;
-    json_patch::patch(&mut injected["request"]["object"], &ops.0).map_err(|e| e.to_string())?;
-    let injected = serde_json::to_vec(&injected).map_err(|e| e.to_string())?;
+    let pieces::Pieces { raw, pod: typed, decision, injection, injected } = pieces::pieces(&body, &view, &config, &cluster)?;
 
     // `--only STEP` times that step alone (for a profiler).
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
