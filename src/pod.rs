@@ -329,51 +329,36 @@ impl From<LeanSpec> for PodSpec {
     }
 }
 
-impl From<LeanContainer> for Container {
-    fn from(c: LeanContainer) -> Container {
-        Container {
-            name: c.name.unwrap_or_default(),
-            image: c.image,
-            command: c.command,
-            args: c.args,
-            env: c.env,
-            env_from: c.env_from,
-            working_dir: c.working_dir,
-            ports: c.ports,
-            security_context: c.security_context,
-            volume_mounts: c.volume_mounts,
-            volume_devices: c.volume_devices,
-            restart_policy: c.restart_policy,
-            startup_probe: c.startup_probe,
-            liveness_probe: c.liveness_probe,
-            readiness_probe: c.readiness_probe,
-            lifecycle: c.lifecycle,
-            ..Container::default()
+/// `From<LeanContainer>` for k8s-openapi's container types, which share these fields (plus the
+/// listed extra ones) but no trait: one list of the fields read, so the two cannot drift apart.
+macro_rules! from_lean_container {
+    ($target:ident $(, $extra:ident)*) => {
+        impl From<LeanContainer> for $target {
+            fn from(c: LeanContainer) -> $target {
+                $target {
+                    name: c.name.unwrap_or_default(),
+                    image: c.image,
+                    command: c.command,
+                    args: c.args,
+                    env: c.env,
+                    env_from: c.env_from,
+                    working_dir: c.working_dir,
+                    ports: c.ports,
+                    security_context: c.security_context,
+                    volume_mounts: c.volume_mounts,
+                    volume_devices: c.volume_devices,
+                    restart_policy: c.restart_policy,
+                    startup_probe: c.startup_probe,
+                    liveness_probe: c.liveness_probe,
+                    readiness_probe: c.readiness_probe,
+                    lifecycle: c.lifecycle,
+                    $($extra: c.$extra,)*
+                    ..$target::default()
+                }
+            }
         }
-    }
+    };
 }
 
-impl From<LeanContainer> for EphemeralContainer {
-    fn from(c: LeanContainer) -> EphemeralContainer {
-        EphemeralContainer {
-            name: c.name.unwrap_or_default(),
-            image: c.image,
-            command: c.command,
-            args: c.args,
-            env: c.env,
-            env_from: c.env_from,
-            working_dir: c.working_dir,
-            ports: c.ports,
-            security_context: c.security_context,
-            volume_mounts: c.volume_mounts,
-            volume_devices: c.volume_devices,
-            restart_policy: c.restart_policy,
-            startup_probe: c.startup_probe,
-            liveness_probe: c.liveness_probe,
-            readiness_probe: c.readiness_probe,
-            lifecycle: c.lifecycle,
-            target_container_name: c.target_container_name,
-            ..EphemeralContainer::default()
-        }
-    }
-}
+from_lean_container!(Container);
+from_lean_container!(EphemeralContainer, target_container_name);
