@@ -125,9 +125,9 @@ struct WholeReview<O> {
 }
 
 /// Reads an AdmissionReview v1 whose object is a pod in one pass over the body, the pod read
-/// as `O` reads it ([`crate::pod::Decoded`], [`crate::pod::ForMutation`]). `None` when anything
-/// does not read (not a review, not v1, an object that is not a readable pod): [`decode_review`]
-/// then says what.
+/// as `O` reads it ([`crate::pod::Decoded`], [`crate::pod::ForMutation`]; [`decode_review`]
+/// keeps any object as raw JSON). `None` when anything does not read (not a review, not v1, an
+/// object that is not a readable pod): [`decode_review`] then says what.
 pub fn decode_pod_review<O: serde::de::DeserializeOwned>(body: &[u8]) -> Option<AdmissionRequest<O>> {
     // The body checked as UTF-8 once, then read as text: reading bytes, serde_json checks each
     // string on its own, which cost a tenth of `/validate`.
@@ -139,12 +139,11 @@ pub fn decode_pod_review<O: serde::de::DeserializeOwned>(body: &[u8]) -> Option<
 /// Reads an AdmissionReview v1 request body. A well-formed review is read in one pass; anything
 /// else is read again, step by step, to say exactly what is wrong.
 pub fn decode_review(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
-    if let Ok(text) = std::str::from_utf8(body)
-        && let Ok(review) = serde_json::from_str::<WholeReview<Box<RawValue>>>(text)
-        && review.kind == "AdmissionReview" && review.api_version == API_VERSION {
-            return Ok(review.request);
-        }
-    diagnose(body)
+    // The same one pass, with the object kept as raw JSON.
+    match decode_pod_review::<Box<RawValue>>(body) {
+        Some(request) => Ok(request),
+        None => diagnose(body),
+    }
 }
 
 fn diagnose(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
