@@ -27,7 +27,6 @@ pub use settings::Settings;
 pub use sidecar::InjectedNames;
 pub use status::{InjectionStatus, STATUS_VERSION, sidecar_fingerprint, template_hash};
 
-
 /// A Kubernetes version, `major.minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KubeVersion {

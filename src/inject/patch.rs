@@ -67,10 +67,11 @@ impl Default for PatchBuilder {
 }
 
 impl PatchBuilder {
-    /// Starts an operation at `tokens` and returns where its value begins.
-    fn start(&mut self, tokens: &[&str]) -> usize {
+    /// Starts an operation at `tokens` (then `last`, when given) and returns where its value
+    /// begins.
+    fn start(&mut self, tokens: &[&str], last: Option<&str>) -> usize {
         self.path.clear();
-        for token in tokens {
+        for token in tokens.iter().copied().chain(last) {
             self.path.push('/');
             for c in token.chars() {
                 match c {
@@ -102,7 +103,12 @@ impl PatchBuilder {
 
     /// Adds `value` at `tokens`.
     pub fn add<T: Serialize + ?Sized>(&mut self, tokens: &[&str], value: &T) {
-        let at = self.start(tokens);
+        self.add_at(tokens, None, value);
+    }
+
+    /// Adds `value` at `tokens`, then `last`.
+    fn add_at<T: Serialize + ?Sized>(&mut self, tokens: &[&str], last: Option<&str>, value: &T) {
+        let at = self.start(tokens, last);
         let written = serde_json::to_writer(&mut self.patch.json, value);
         self.finish(at, written);
     }
@@ -116,21 +122,15 @@ impl PatchBuilder {
             self.add(tokens, items);
             return;
         }
-        let mut end: Vec<&str> = Vec::with_capacity(tokens.len() + 1);
-        end.extend_from_slice(tokens);
-        end.push("-");
         for item in items {
-            self.add(&end, item);
+            self.add_at(tokens, Some("-"), item);
         }
     }
 
     /// Sets `key` in the map at `tokens`, creating the map when `exists` is false.
     pub fn insert<T: Serialize + ?Sized>(&mut self, tokens: &[&str], exists: bool, key: &str, value: &T) {
         if exists {
-            let mut path: Vec<&str> = Vec::with_capacity(tokens.len() + 1);
-            path.extend_from_slice(tokens);
-            path.push(key);
-            self.add(&path, value);
+            self.add_at(tokens, Some(key), value);
         } else {
             self.add(tokens, &OneEntry { key, value });
         }
