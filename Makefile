@@ -11,11 +11,13 @@ test: test-deps
 	$(MAKE) test-helm
 	$(MAKE) fuzz-ci
 
-## Install what the tests need beyond Rust (Debian's docker.io, debootstrap, openssl), start the
-## test engine (a dockerd of the tests' own, left running) and build the job tests' images
-## offline from Debian packages (once per recipe, then reused).
+## Install what the tests need beyond Rust (Debian's docker.io, debootstrap, openssl), make the
+## chart tests' Python environment (the Rust tests render the chart through it too: tests/cel_shipped.rs),
+## start the test engine (a dockerd of the tests' own, left running) and build the job tests'
+## images offline from Debian packages (once per recipe, then reused).
 test-deps:
 	@sh scripts/install-test-deps.sh
+	@sh scripts/helm-venv.sh $(HELM_VENV)
 	@sh scripts/test-engine.sh start >/dev/null
 	@sh scripts/test-images.sh >/dev/null
 

@@ -140,7 +140,12 @@ fn the_model_reproduces_every_recorded_stored_pod() {
             let resent = apiserver::modelled_fields(&second["request"]["request"]["object"]);
             assert_eq!(got, resent, "{}: the reinvocation request is the modelled pod too", r.name);
         }
-        assert_eq!(calls.len(), if patched != *sent { 2 } else { 1 }, "{}: a change re-runs the plugins and calls /mutate again", r.name);
+        assert_eq!(
+            calls.len(),
+            if model.reinvokes { 2 } else { 1 },
+            "{}: /mutate is called again exactly when the re-run plugins change the pod",
+            r.name
+        );
         let recorded = r.data["error"].as_str().unwrap_or_default();
         for w in &model.warnings {
             assert!(recorded.contains(w.as_str()), "{}: the model warns {w:?}, the apiserver did not: {recorded}", r.name);
@@ -178,10 +183,14 @@ fn replayed_requests_get_a_patch_once_and_the_stored_pod_is_admitted() {
             assert_eq!(tokens, expected, "{}: container {} has {tokens} API token mounts", r.name, c["name"]);
         }
 
-        // The reinvocation, both as recorded and as the model says it would now be sent.
-        let (out, v) = mutate(&calls[1]["request"], &config);
-        assert!(v["response"]["patch"].is_null(), "{}: the recorded reinvocation got a patch", r.name);
-        assert_eq!(out.log.reason, "already-injected", "{}", r.name);
+        // The reinvocation, as recorded (when the apiserver made one) and as it would be sent
+        // if another webhook's change made the apiserver call again.
+        assert!(!stored.reinvokes, "{}: the re-run plugins change the injected pod, so /mutate is called twice", r.name);
+        if let Some(second) = calls.get(1) {
+            let (out, v) = mutate(&second["request"], &config);
+            assert!(v["response"]["patch"].is_null(), "{}: the recorded reinvocation got a patch", r.name);
+            assert_eq!(out.log.reason, "already-injected", "{}", r.name);
+        }
         let (out, v) = mutate(&review_for(&stored.pod), &config);
         assert!(v["response"]["patch"].is_null(), "{}: the modelled reinvocation got a patch", r.name);
         assert_eq!(out.log.reason, "already-injected", "{}", r.name);

@@ -1,7 +1,9 @@
 //! The webhook configurations' `matchConditions`, evaluated with a CEL interpreter (the `cel`
-//! crate) the way the apiserver evaluates them: `object`, `oldObject` and `request` bound as
-//! JSON maps, every condition of a webhook must hold, and an evaluation error rejects the pod
-//! (failurePolicy Fail), so no condition may ever fail to evaluate.
+//! crate) the way the apiserver evaluates them (tests/support/cel.rs): `object`, `oldObject` and
+//! `request` bound as JSON maps taken from requests the real apiserver sent, with the pod under
+//! test swapped in; every condition of a webhook must hold, and an evaluation error rejects the
+//! pod (failurePolicy Fail), so no condition may ever fail to evaluate. tests/cel_shipped.rs
+//! holds every shipped copy of the expressions (overlays, chart) to the same requests.
 //!
 //! The baseline entry's pre-filter must send every pod the policy finds anything wrong with at
 //! baseline: the whole Pod Security corpus (`tests/policy_corpus.yaml`), the runner fixtures and
@@ -12,11 +14,11 @@
 //! Where the Rust CEL and Kubernetes CEL differ, the expression keeps to what both do alike:
 //! see `rust_cel_differences_the_expression_avoids`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
 
-use cel::objects::{Key, Map, Value as Cel};
+use cel::objects::Value as Cel;
 use dind_injector::config::Config;
 use dind_injector::inject::ClusterInfo;
 use dind_injector::namespace::NamespaceView;
@@ -26,140 +28,36 @@ use dind_injector::policy::{
 };
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
+use support::cel::{Requests, json_files, to_cel};
+use support::corpus_pods;
 
 const MUTATING: &str = "inject.dind-injector.io";
 const BASELINE: &str = "validate.dind-injector.io";
 const RESTRICTED: &str = "validate-restricted.dind-injector.io";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Every webhook of manifests/base/webhooks.yaml, by name: its (condition name, expression) list.
-fn webhooks() -> BTreeMap<String, Vec<(String, String)>> {
-    let path = repo().join("manifests/base/webhooks.yaml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = BTreeMap::new();
-    for webhook in docs.iter().flat_map(|d| d["webhooks"].as_array().cloned().unwrap_or_default()) {
-        let name = webhook["name"].as_str().unwrap_or_default().to_owned();
-        let conditions = webhook["matchConditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| (c["name"].as_str().unwrap_or_default().to_owned(), c["expression"].as_str().unwrap_or_default().to_owned()))
-            .collect();
-        out.insert(name, conditions);
-    }
-    out
-}
-
-/// JSON as the apiserver hands an unstructured object to CEL: integers are `int`, never `uint`.
-fn to_cel(v: &Value) -> Cel {
-    match v {
-        Value::Null => Cel::Null,
-        Value::Bool(b) => Cel::Bool(*b),
-        Value::Number(n) => n.as_i64().map_or_else(|| Cel::Float(n.as_f64().unwrap_or_default()), Cel::Int),
-        Value::String(s) => Cel::String(Arc::new(s.clone())),
-        Value::Array(a) => Cel::List(Arc::new(a.iter().map(to_cel).collect())),
-        Value::Object(o) => {
-            let map: HashMap<Key, Cel> = o.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v))).collect();
-            Cel::Map(Map { map: Arc::new(map) })
-        }
-    }
-}
-
-/// One admission request as CEL sees it.
-struct Request {
-    object: Value,
-    old_object: Value,
-    /// `request`: the typed AdmissionRequest, so every string field is there (empty when unset).
-    request: Value,
-}
-
-impl Request {
-    fn create(pod: &Value) -> Self {
-        Request { object: pod.clone(), old_object: Value::Null, request: request("CREATE", "") }
-    }
-
-    fn update(old: &Value, new: &Value, sub_resource: &str) -> Self {
-        Request { object: new.clone(), old_object: old.clone(), request: request("UPDATE", sub_resource) }
-    }
-}
-
-fn request(operation: &str, sub_resource: &str) -> Value {
-    json!({
-        "uid": "00000000-0000-0000-0000-000000000000",
-        "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"},
-        "subResource": sub_resource,
-        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-        "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-        "requestSubResource": sub_resource,
-        "name": "pod",
-        "namespace": "ci",
-        "operation": operation,
-        "userInfo": {"username": "system:serviceaccount:ci:runner"},
-        "dryRun": false,
-    })
-}
-
-/// Compiled conditions of every webhook.
+/// The conditions of manifests/base/webhooks.yaml, and requests shaped as the apiserver sends
+/// them (tests/support/cel.rs).
 struct Conditions {
+    conditions: support::cel::Conditions,
+    requests: Requests,
     env: Arc<cel::Env>,
-    by_webhook: BTreeMap<String, Vec<(String, cel::Program)>>,
 }
 
 impl Conditions {
     fn load() -> Self {
-        let env = Arc::new(cel::Env::stdlib());
-        let by_webhook = webhooks()
-            .into_iter()
-            .map(|(webhook, conditions)| {
-                let programs = conditions
-                    .into_iter()
-                    .map(|(name, expression)| {
-                        let program = env
-                            .compile(&expression)
-                            .unwrap_or_else(|e| panic!("{webhook}: matchCondition {name} does not compile: {e}\n{expression}"));
-                        (name, program)
-                    })
-                    .collect();
-                (webhook, programs)
-            })
-            .collect();
-        Conditions { env, by_webhook }
+        let conditions = support::cel::Conditions::base_manifests();
+        let env = Arc::clone(&conditions.env);
+        Conditions { conditions, requests: Requests::recorded(), env }
     }
 
-    fn eval(&self, webhook: &str, condition: &str, r: &Request) -> Result<bool, String> {
-        let (_, program) = self.by_webhook[webhook]
-            .iter()
-            .find(|(n, _)| n == condition)
-            .unwrap_or_else(|| panic!("{webhook} has no matchCondition {condition}"));
-        let mut ctx = cel::Context::with_env(Arc::clone(&self.env));
-        ctx.add_variable_from_value("object", to_cel(&r.object));
-        ctx.add_variable_from_value("oldObject", to_cel(&r.old_object));
-        ctx.add_variable_from_value("request", to_cel(&r.request));
-        match program.execute(&ctx) {
-            Ok(Cel::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("{webhook}/{condition} returned {other:?}, not a bool")),
-            Err(e) => Err(format!("{webhook}/{condition} failed: {e}")),
-        }
-    }
-
-    /// Whether the apiserver calls `webhook`: every condition holds. An error is returned as
-    /// such: with failurePolicy Fail it would reject the request outright.
-    fn sends(&self, webhook: &str, r: &Request) -> Result<bool, String> {
-        let names: Vec<String> = self.by_webhook[webhook].iter().map(|(n, _)| n.clone()).collect();
-        let mut all = true;
-        for name in names {
-            all &= self.eval(webhook, &name, r)?;
-        }
-        Ok(all)
+    /// Whether the apiserver calls `webhook` for `request`; an evaluation error is returned as
+    /// such (with failurePolicy Fail it would reject the request outright).
+    fn sends(&self, webhook: &str, request: &Value) -> Result<bool, String> {
+        self.conditions.sends(webhook, request)
     }
 
     fn sends_create(&self, webhook: &str, pod: &Value, what: &str) -> bool {
-        self.sends(webhook, &Request::create(pod)).unwrap_or_else(|e| panic!("{what}: {e}"))
+        self.sends(webhook, &self.requests.create(pod)).unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 }
 
@@ -198,7 +96,7 @@ impl Tally {
         // the new pod as `object`: either is sent exactly when the CREATE would be.
         let mut old = pod.clone();
         old["spec"]["activeDeadlineSeconds"] = json!(1);
-        for (r, how) in [(Request::update(&old, pod, ""), "spec UPDATE"), (Request::update(&old, pod, "ephemeralcontainers"), "ephemeralcontainers UPDATE")] {
+        for (r, how) in [(c.requests.update(&old, pod), "spec UPDATE"), (c.requests.ephemeral(&old, pod), "ephemeralcontainers UPDATE")] {
             let got = c.sends(BASELINE, &r).unwrap_or_else(|e| panic!("{what} ({how}): {e}"));
             assert_eq!(got, sent, "{what}: sent on CREATE is {sent}, on {how} {got}");
         }
@@ -249,41 +147,16 @@ impl Tally {
     }
 }
 
-fn corpus_pods() -> Vec<(String, Value)> {
-    #[derive(serde::Deserialize)]
-    struct Case {
-        name: String,
-        pod: Value,
-    }
-    let text = std::fs::read_to_string(repo().join("tests/policy_corpus.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    let cases: Vec<Case> = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("tests/policy_corpus.yaml: {e}"));
-    cases.into_iter().map(|c| (format!("corpus case {}", c.name), c.pod)).collect()
-}
-
-fn read_json(path: &std::path::Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn json_files(dir: &str) -> Vec<(String, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files.into_iter().map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), read_json(&p))).collect()
-}
 
 /// The runner pods as sent, as the apiserver stored them after injection, and both again with
 /// every dind-injector.io/ annotation and label removed (the runners' other pods, which do not
 /// ask for Docker).
 fn fixture_pods() -> Vec<(String, Value)> {
     let mut pods = Vec::new();
-    for (file, review) in json_files("tests/fixtures/reviews") {
+    for (file, review) in json_files(&support::fixtures_dir().join("reviews")) {
         pods.push((format!("reviews/{file}"), review["request"]["object"].clone()));
     }
-    for (file, exchange) in json_files("tests/fixtures/apiserver") {
+    for (file, exchange) in json_files(&support::fixtures_dir().join("apiserver")) {
         pods.push((format!("apiserver/{file} as sent to /mutate"), exchange["webhook_calls"][0]["request"]["request"]["object"].clone()));
         pods.push((format!("apiserver/{file} as stored"), exchange["stored"].clone()));
     }
@@ -574,11 +447,11 @@ fn metadata_only_updates_are_sent_to_neither_validating_webhook() {
     relabelled["metadata"]["labels"]["batch.kubernetes.io/job-tracking"] = json!("");
     relabelled["metadata"]["finalizers"] = json!([]);
     for webhook in [BASELINE, RESTRICTED] {
-        let sent = c.sends(webhook, &Request::update(&privileged, &relabelled, "")).unwrap_or_else(|e| panic!("{e}"));
+        let sent = c.sends(webhook, &c.requests.update(&privileged, &relabelled)).unwrap_or_else(|e| panic!("{e}"));
         assert!(!sent, "{webhook}: a metadata-only UPDATE is sent");
         let mut debugged = relabelled.clone();
         debugged["spec"]["ephemeralContainers"][0]["image"] = json!("nicolaka/netshoot");
-        let sent = c.sends(webhook, &Request::update(&privileged, &debugged, "ephemeralcontainers")).unwrap_or_else(|e| panic!("{e}"));
+        let sent = c.sends(webhook, &c.requests.ephemeral(&privileged, &debugged)).unwrap_or_else(|e| panic!("{e}"));
         assert!(sent, "{webhook}: a debug container on a privileged pod is not sent");
     }
 }

@@ -18,15 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dind_injector::certs::{DevCerts, write_dev_certs};
-use dind_injector::namespace::{StaticNamespaces, parse_key_values};
-use dind_injector::server::{CertPaths, Server, ServerError, ServerOptions, ShutdownHandle};
+use dind_injector::server::CertPaths;
 use hyper::body::Bytes;
 use serde_json::Value;
+use support::serve::{InProcess, LABELS, start, start_at};
 use support::tls_client::{self, Http, Tls, leaf_der, new_certs, serves, swap_in};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-const LABELS: &str = "dind-injector.io/injection=enabled,pod-security.kubernetes.io/enforce=privileged";
 /// No test may take longer than this.
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -265,50 +264,12 @@ fn workers(addr: SocketAddr, cas: &[&str], count: usize, reconnect_every: u64, w
 // ---------------------------------------------------------------------------------------------
 // Servers: in-process (ShutdownHandle) and the real binary (SIGTERM).
 
-struct InProcess {
-    dir: tempfile::TempDir,
-    certs: DevCerts,
-    addr: SocketAddr,
-    health: SocketAddr,
-    shutdown: ShutdownHandle,
-    task: JoinHandle<Result<(), ServerError>>,
-}
-
 async fn start_in_process(dir: tempfile::TempDir, certs: DevCerts, paths: CertPaths, config: &str) -> InProcess {
-    let config_path = dir.path().join("config.yaml");
-    ok(std::fs::write(&config_path, config));
-    let server = ok(Server::new(ServerOptions {
-        listen: ok("127.0.0.1:0".parse()),
-        health_listen: ok("127.0.0.1:0".parse()),
-        certs: paths,
-        config_path: Some(config_path),
-        namespaces: Arc::new(StaticNamespaces::new(ok(parse_key_values(LABELS)), BTreeMap::new())),
-        cluster: Default::default(),
-    }));
-    let bound = ok(server.bind().await);
-    let (addr, health, shutdown) = (bound.local_addr(), bound.health_addr(), bound.shutdown_handle());
-    let task = tokio::spawn(bound.run());
-    InProcess { dir, certs, addr, health, shutdown, task }
+    start_at(dir, certs, paths, Some(config)).await
 }
 
 async fn start_plain(config: &str) -> InProcess {
-    let dir = ok(tempfile::tempdir());
-    let certs = new_certs();
-    ok(write_dev_certs(dir.path(), &certs));
-    let paths = CertPaths { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key") };
-    start_in_process(dir, certs, paths, config).await
-}
-
-impl InProcess {
-    async fn metrics(&self) -> String {
-        ok(tls_client::http_get(self.health, "/metrics").await).text()
-    }
-
-    async fn stop(self) {
-        self.shutdown.trigger();
-        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(matches!(result, Ok(Ok(Ok(())))), "the server did not stop cleanly: {result:?}");
-    }
+    start(Some(config)).await
 }
 
 /// The built `dind-injector serve`, JSON logs on a pipe read by a thread.

@@ -593,3 +593,91 @@ fn non_root_job_with_run_as_group_only() {
         Some("fsGroup"),
     );
 }
+
+/// A Buildkite Job's pod runs its build and finishes; then the Job controller removes its
+/// `batch.kubernetes.io/job-tracking` finalizer, which is what lets the Job become `Complete`
+/// and its pod be cleaned up. That UPDATE, in the exact shape of the recorded one, evaluates
+/// without an error under every shipped matchCondition and reaches no validating webhook (before
+/// issue 19 it was refused for ever); sent to the server's `/validate` all the same, as the
+/// apiserver would if a condition let it through, it is allowed.
+#[test]
+fn buildkite_job_pod_finishes_and_its_finalizer_is_removed() {
+    let test = "buildkite-job-finalizer";
+    let Some(engine) = engine_or_skip(test) else {
+        return;
+    };
+    let p = runner_pod("buildkite", &[("dind-injector.io/transport", "unix")]);
+    let (pod, sidecar, _) = injected(engine, &p);
+    let sb = Sandbox::start(engine, test, &pod, &sidecar, p.job, None)
+        .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
+    let (text, want) = script(Build);
+    let run = sb.job(p.workdir, text);
+    assert!(
+        run.ok && want.iter().all(|w| run.output.contains(w)),
+        "{test}: the build failed:\n{}",
+        run.output
+    );
+    drop(sb);
+
+    // The pod as stored, finished: the job containers exited 0, the phase is Succeeded.
+    let patched = serde_json::to_value(&pod).unwrap_or_else(|e| panic!("{e}"));
+    let mut finished = support::apiserver::after_mutation(&patched).pod;
+    let statuses: Vec<_> = finished["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false, "restartCount": 0,
+            "started": false, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}))
+        .collect();
+    finished["status"] = json!({"phase": "Succeeded", "containerStatuses": statuses});
+    let finalizers = finished["metadata"]["finalizers"].clone();
+    assert_eq!(
+        finalizers,
+        json!(["batch.kubernetes.io/job-tracking"]),
+        "the Buildkite fixture is a Job's pod"
+    );
+    let mut released = finished.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    let request = support::cel::Requests::recorded().update(&finished, &released);
+    assert!(
+        request["oldObject"]["metadata"]["finalizers"] == finalizers
+            && request["object"]["metadata"].get("finalizers").is_none()
+            && request.get("subResource").is_none(),
+        "the request is not shaped as the recorded one"
+    );
+
+    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for (origin, configurations) in support::render::shipped_webhook_configurations(&tmp) {
+        let conditions = support::cel::Conditions::compile(&configurations, &origin);
+        // The mutating webhook's rules match CREATE only: its condition is evaluated above for
+        // errors' sake, whatever it says.
+        for (webhook, _) in conditions.by_webhook.iter() {
+            let sent = conditions
+                .sends(webhook, &request)
+                .unwrap_or_else(|e| panic!("{origin}: the finalizer removal is refused: {e}"));
+            assert!(
+                !sent || webhook == "inject.dind-injector.io",
+                "{origin}: {webhook} is called for the finalizer removal"
+            );
+        }
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let answer = runtime.block_on(async {
+        let server = support::serve::start(None).await;
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
+        let body = serde_json::to_vec(&review).unwrap_or_default();
+        let answer = server
+            .post(support::tls_client::Http::H2, "/validate", body)
+            .await
+            .json();
+        server.stop().await;
+        answer
+    });
+    assert_eq!(answer["response"]["uid"], request["uid"], "{answer}");
+    assert_eq!(
+        answer["response"]["allowed"],
+        json!(true),
+        "/validate refused the finalizer removal: {answer}"
+    );
+}

@@ -1038,7 +1038,7 @@ fn check_validating(r: &Rendered, service: &Service) -> ValidatingWebhookConfigu
             .find(|c| c.name == "spec-changed")
             .unwrap_or_else(|| panic!("{o}: {w}: no spec-changed matchCondition"))
             .expression;
-        for part in ["request.operation != 'UPDATE'", "request.subResource == 'ephemeralcontainers'", "object.spec != oldObject.spec"] {
+        for part in ["request.operation != 'UPDATE'", "(has(request.subResource) && request.subResource == 'ephemeralcontainers')", "object.spec != oldObject.spec"] {
             assert!(e.contains(part), "{o}: {w}: the condition must keep {part:?}: {e}");
         }
         let others: Vec<&str> = conditions.iter().map(|c| c.name.as_str()).filter(|n| *n != "spec-changed").collect();

@@ -3,24 +3,19 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use dind_injector::certs::{DevCerts, write_dev_certs};
-use dind_injector::namespace::{NamespaceLookup, StaticNamespaces, parse_key_values};
-use dind_injector::server::{CertPaths, Server, ServerError, ServerOptions, ShutdownHandle};
+use dind_injector::certs::write_dev_certs;
+use dind_injector::server::{CertPaths, Server, ServerOptions};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
+use support::serve::{InProcess, namespaces, start, start_at};
 use support::tls_client::{self, Answer, Http, Tls, leaf_der, new_certs, serves, swap_in};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
-const LABELS: &str = "dind-injector.io/injection=enabled,pod-security.kubernetes.io/enforce=privileged";
 /// No test may take longer than this.
 const LIMIT: Duration = Duration::from_secs(30);
 /// A configuration with quick reloads and a short shutdown.
@@ -32,73 +27,6 @@ async fn bounded<T>(test: impl Future<Output = T>) -> T {
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-struct Running {
-    dir: tempfile::TempDir,
-    certs: DevCerts,
-    addr: SocketAddr,
-    health: SocketAddr,
-    shutdown: ShutdownHandle,
-    task: JoinHandle<Result<(), ServerError>>,
-}
-
-impl Running {
-    fn ca(&self) -> &str {
-        &self.certs.ca_cert_pem
-    }
-
-    async fn connect(&self, http: Http) -> tls_client::Connection {
-        ok(tls_client::connect(self.addr, &[self.ca()], Tls::Any, http).await)
-    }
-
-    /// One request on a fresh connection.
-    async fn post(&self, http: Http, path: &str, body: impl Into<Bytes>) -> Answer {
-        ok(self.connect(http).await.call("POST", path, body).await)
-    }
-
-    async fn health(&self, path: &str) -> Answer {
-        ok(tls_client::http_get(self.health, path).await)
-    }
-
-    async fn stop(self) {
-        self.shutdown.trigger();
-        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        assert!(matches!(result, Ok(Ok(Ok(())))), "the server did not stop cleanly: {result:?}");
-    }
-}
-
-fn namespaces() -> Arc<dyn NamespaceLookup> {
-    Arc::new(StaticNamespaces::new(ok(parse_key_values(LABELS)), BTreeMap::new()))
-}
-
-/// Starts a server with fresh certificates in a temp dir and `config` (YAML) when given.
-async fn start(config: Option<&str>) -> Running {
-    let dir = ok(tempfile::tempdir());
-    let certs = new_certs();
-    ok(write_dev_certs(dir.path(), &certs));
-    let paths = CertPaths { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key") };
-    start_at(dir, certs, paths, config).await
-}
-
-async fn start_at(dir: tempfile::TempDir, certs: DevCerts, paths: CertPaths, config: Option<&str>) -> Running {
-    let config_path = config.map(|yaml| {
-        let p = dir.path().join("config.yaml");
-        ok(std::fs::write(&p, yaml));
-        p
-    });
-    let server = ok(Server::new(ServerOptions {
-        listen: ok("127.0.0.1:0".parse()),
-        health_listen: ok("127.0.0.1:0".parse()),
-        certs: paths,
-        config_path,
-        namespaces: namespaces(),
-        cluster: Default::default(),
-    }));
-    let bound = ok(server.bind().await);
-    let (addr, health, shutdown) = (bound.local_addr(), bound.health_addr(), bound.shutdown_handle());
-    let task = tokio::spawn(bound.run());
-    Running { dir, certs, addr, health, shutdown, task }
 }
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
@@ -475,7 +403,7 @@ fn validate_review(uid: &str, object: &Value) -> Vec<u8> {
 }
 
 /// The whole admission chain over HTTPS: /mutate's patch applied, then /validate on the result.
-async fn mutate_then_patch(server: &Running, name: &str) -> Value {
+async fn mutate_then_patch(server: &InProcess, name: &str) -> Value {
     let answer = server.post(Http::H2, "/mutate", fixture_bytes(name)).await;
     let patch = answer.json()["response"]["patch"].as_str().unwrap_or_default().to_owned();
     let ops: json_patch::Patch = ok(serde_json::from_slice(&ok(base64::engine::general_purpose::STANDARD.decode(patch))));

@@ -4,7 +4,9 @@
 //! of the namespace label `dind-injector.io/pod-security`. The `restricted` entry sends every pod;
 //! the other (baseline) entry sends a pod only when its CEL `matchConditions` entry
 //! `may-break-baseline` holds. [`baseline_prefilter`] is that expression written in Rust, for
-//! `explain`, so the binary needs no CEL interpreter; `tests/cel_prefilter.rs` evaluates the
+//! `explain`, so the binary needs no CEL interpreter. It reads the pod as the apiserver puts it in
+//! the request: an empty string, list or null is absent there, so it counts as absent here;
+//! `tests/cel_prefilter.rs` evaluates the
 //! manifest's expression with a CEL interpreter and checks that the two agree on every pod of the
 //! Pod Security corpus and the fixtures.
 
@@ -74,9 +76,15 @@ fn is_true(v: Option<&Value>) -> bool {
     v == Some(&Value::Bool(true))
 }
 
+/// `has(v.key)` as the apiserver's CEL sees it: the request's object carries no empty strings,
+/// lists or nulls (Go's `omitempty`), so such a value in a file is absent in the request.
+fn present<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.get(key).filter(|x| !(x.is_null() || x.as_str() == Some("") || x.as_array().is_some_and(Vec::is_empty)))
+}
+
 /// `has(x) && !(x.type in allowed)`, where a missing `type` is not allowed.
 fn type_outside(profile: Option<&Value>, allowed: &[&str]) -> bool {
-    profile.is_some_and(|p| !p.get("type").and_then(Value::as_str).is_some_and(|t| allowed.contains(&t)))
+    profile.is_some_and(|p| !present(p, "type").and_then(Value::as_str).is_some_and(|t| allowed.contains(&t)))
 }
 
 /// Why the `may-break-baseline` condition sends `pod`, or `None` when it does not.
@@ -95,14 +103,14 @@ pub fn baseline_prefilter(pod: &Value) -> Option<String> {
     if let Some((key, _)) = str_map(meta.and_then(|m| m.get("labels"))).find(|(k, _)| k.starts_with(PREFIX)) {
         return Some(format!("label {key}"));
     }
-    let spec = pod.get("spec");
-    let field = |name: &str| spec.and_then(|s| s.get(name));
+    let spec = present(pod, "spec");
+    let field = |name: &str| spec.and_then(|s| present(s, name));
     for name in ["hostNetwork", "hostPID", "hostIPC"] {
         if is_true(field(name)) {
             return Some(format!("spec.{name}"));
         }
     }
-    if let Some(v) = list(field("volumes")).find(|v| v.get("hostPath").is_some()) {
+    if let Some(v) = list(field("volumes")).find(|v| present(v, "hostPath").is_some()) {
         return Some(format!("hostPath volume {}", v.get("name").unwrap_or(&Value::Null)));
     }
     if let Some(why) = field("securityContext").and_then(security_context) {
@@ -119,34 +127,34 @@ pub fn baseline_prefilter(pod: &Value) -> Option<String> {
 }
 
 fn container(c: &Value) -> Option<String> {
-    if list(c.get("ports")).any(|p| p.get("hostPort").is_some_and(|h| h.as_i64() != Some(0))) {
+    if list(present(c, "ports")).any(|p| present(p, "hostPort").is_some_and(|h| h.as_i64() != Some(0))) {
         return Some("hostPort".to_owned());
     }
-    let lifecycle = c.get("lifecycle");
+    let lifecycle = present(c, "lifecycle");
     let handlers = [
-        ("livenessProbe", c.get("livenessProbe")),
-        ("readinessProbe", c.get("readinessProbe")),
-        ("startupProbe", c.get("startupProbe")),
-        ("lifecycle.postStart", lifecycle.and_then(|l| l.get("postStart"))),
-        ("lifecycle.preStop", lifecycle.and_then(|l| l.get("preStop"))),
+        ("livenessProbe", present(c, "livenessProbe")),
+        ("readinessProbe", present(c, "readinessProbe")),
+        ("startupProbe", present(c, "startupProbe")),
+        ("lifecycle.postStart", lifecycle.and_then(|l| present(l, "postStart"))),
+        ("lifecycle.preStop", lifecycle.and_then(|l| present(l, "preStop"))),
     ];
     for (name, handler) in handlers {
         for kind in ["httpGet", "tcpSocket"] {
-            if handler.and_then(|h| h.get(kind)).and_then(|k| k.get("host")).is_some() {
+            if handler.and_then(|h| present(h, kind)).and_then(|k| present(k, "host")).is_some() {
                 return Some(format!("{name}.{kind}.host"));
             }
         }
     }
-    c.get("securityContext").and_then(security_context).map(|why| format!("securityContext {why}"))
+    present(c, "securityContext").and_then(security_context).map(|why| format!("securityContext {why}"))
 }
 
 /// The securityContext controls, for a container's and (with `sysctls`) the pod's alike.
 fn security_context(sc: &Value) -> Option<String> {
-    let get = |name: &str| sc.get(name);
+    let get = |name: &str| present(sc, name);
     if is_true(get("privileged")) {
         return Some("privileged".to_owned());
     }
-    if let Some(a) = list(get("capabilities").and_then(|c| c.get("add")))
+    if let Some(a) = list(get("capabilities").and_then(|c| present(c, "add")))
         .find(|a| !a.as_str().is_some_and(|a| BASELINE_CAPABILITIES.contains(&a)))
     {
         return Some(format!("capabilities.add {a}"));
@@ -162,12 +170,12 @@ fn security_context(sc: &Value) -> Option<String> {
         return Some("appArmorProfile".to_owned());
     }
     if let Some(se) = get("seLinuxOptions") {
-        let custom_type = se.get("type").is_some_and(|t| !t.as_str().is_some_and(|t| SELINUX_TYPES.contains(&t)));
-        if se.get("user").is_some() || se.get("role").is_some() || custom_type {
+        let custom_type = present(se, "type").is_some_and(|t| !t.as_str().is_some_and(|t| SELINUX_TYPES.contains(&t)));
+        if present(se, "user").is_some() || present(se, "role").is_some() || custom_type {
             return Some("seLinuxOptions".to_owned());
         }
     }
-    if is_true(get("windowsOptions").and_then(|w| w.get("hostProcess"))) {
+    if is_true(get("windowsOptions").and_then(|w| present(w, "hostProcess"))) {
         return Some("windowsOptions.hostProcess".to_owned());
     }
     if let Some(s) = list(get("sysctls")).find(|s| !s.get("name").and_then(Value::as_str).is_some_and(|n| SAFE_SYSCTLS.contains(&n))) {

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import re
 import subprocess
@@ -58,6 +59,84 @@ HELM_LABELS = frozenset(
 
 CERT_MANAGER = {"certificates": {"mode": "certManager"}}
 WITH_NAMESPACE = {"namespace": {"create": True}}
+# Webhook values other than the defaults (WebhookGuards).
+CUSTOM_WEBHOOKS = {
+    "webhooks": {
+        "failurePolicy": "Ignore",
+        "timeoutSeconds": 10,
+        "excludedNamespaces": ["kube-system", "gitlab-system"],
+        "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["ci"]}]},
+    },
+    "commonAnnotations": {"owner": "platform"},
+}
+# Every knob of values.yaml that is not about webhooks (Values).
+SCHEDULING_AND_METADATA = {
+    "replicas": 3,
+    "image": {"tag": "0.2.0", "digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "ghcr"}],
+    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    "logFormat": "text",
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
+    "priorityClassName": "platform-critical",
+    "topologySpread": {"extra": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}]},
+    "commonLabels": {"team": "platform"},
+    "commonAnnotations": {"owner": "platform"},
+    "podLabels": {"sidecar.istio.io/inject": "false"},
+    "podAnnotations": {"prometheus.io/scrape": "true"},
+    "podDisruptionBudget": {"maxUnavailable": 1},
+    "config": {"sidecar": {"daemonConfigMap": "ci-daemon-json"}},
+}
+CHANGED_CONFIG = {
+    "config": {
+        "sidecar": {
+            "transport": "tcp-tls", "mtu": 1450, "socketGroup": 2375,
+            "resources": {"cpu": "1", "cpuLimit": "2", "memory": "1Gi", "memoryLimit": "8Gi"},
+            "startupTimeout": "180s",
+        },
+        "daemon": {
+            "registryMirrors": ["https://mirror.example.com"],
+            "insecureRegistries": ["registry.ci.svc:5000"],
+            "settings": {"log-level": "warn", "features": {"containerd-snapshotter": True}},
+        },
+        "overrides": {"maxCpu": "8", "allowedTransports": ["unix"]},
+        "server": {"maxBodyBytes": 8388608, "shutdownGrace": "25s"},
+        "policy": {"mode": "audit", "level": "restricted", "allowLooserNamespaces": True},
+    }
+}
+AFFINITY = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+    "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]}]}}}}
+NO_SPREAD = {"podAntiAffinity": "none", "topologySpread": {"nodes": False}}
+YOUR_ISSUER = {"certificates": {"mode": "certManager", "certManager": {
+    "issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "corp-ca"},
+    "duration": "720h", "renewBefore": "240h"}}}
+ONE_REPLICA = {"replicas": 1, "podDisruptionBudget": {"enabled": False}}
+DRIFT = {**WITH_NAMESPACE, "webhooks": {"timeoutSeconds": 7}}
+
+# Every (values, release name, namespace) the tests render, by name. `--dump-webhooks` prints the
+# webhook configurations of each, and tests/cel_shipped.rs evaluates every matchCondition in them
+# on the requests a real kube-apiserver sends; main() fails if a test renders values missing here.
+VALUE_SETS: dict[str, tuple[dict[str, Any], str, str]] = {
+    "defaults": ({}, RELEASE, NAMESPACE),
+    "namespace.create": (WITH_NAMESPACE, RELEASE, NAMESPACE),
+    "certManager": (CERT_MANAGER, RELEASE, NAMESPACE),
+    "certManager, namespace.create": ({**CERT_MANAGER, **WITH_NAMESPACE}, RELEASE, NAMESPACE),
+    "custom webhooks": (CUSTOM_WEBHOOKS, RELEASE, NAMESPACE),
+    "custom webhooks, certManager": ({**CUSTOM_WEBHOOKS, **CERT_MANAGER}, RELEASE, NAMESPACE),
+    "custom webhooks, certManager, in ci-system": ({**CUSTOM_WEBHOOKS, **CERT_MANAGER}, RELEASE, "ci-system"),
+    "release ci-docker in ci": ({}, "ci-docker", "ci"),
+    "release ci-docker in ci, certManager": (CERT_MANAGER, "ci-docker", "ci"),
+    "scheduling and metadata": (SCHEDULING_AND_METADATA, RELEASE, NAMESPACE),
+    "changed config": (CHANGED_CONFIG, RELEASE, NAMESPACE),
+    "affinity": (AFFINITY, RELEASE, NAMESPACE),
+    "no spread": (NO_SPREAD, RELEASE, NAMESPACE),
+    "your issuer": (YOUR_ISSUER, RELEASE, NAMESPACE),
+    "one replica": (ONE_REPLICA, RELEASE, NAMESPACE),
+    "drift": (DRIFT, RELEASE, NAMESPACE),
+}
+
+# What render() rendered during this run: (values, name, namespace).
+RENDERED: list[tuple[dict[str, Any], str, str]] = []
 
 # ---------------------------------------------------------------------------------------------
 # Rendering
@@ -102,6 +181,7 @@ def render(
     """The objects the chart renders with these values (what `helm install` would send)."""
     with helm.Chart.load(CHART) as chart:
         manifests = chart.render(values or {}, name=name, namespace=namespace)
+    RENDERED.append((copy.deepcopy(values or {}), name, namespace))
     objects = []
     for path in sorted(manifests):
         if path.endswith("NOTES.txt"):
@@ -303,7 +383,7 @@ class SameObjectsAsManifests(unittest.TestCase):
         # A chart that drifted (here: another timeout) must fail the comparison.
         with self.assertRaises(AssertionError) as caught:
             assert_same_objects(
-                self, kustomize("self-managed"), render({**WITH_NAMESPACE, "webhooks": {"timeoutSeconds": 7}}), "drift"
+                self, kustomize("self-managed"), render(DRIFT), "drift"
             )
         self.assertIn(".webhooks[0].timeoutSeconds: manifests 5, chart 7", str(caught.exception))
 
@@ -318,22 +398,8 @@ class ConfigMapReadByTheInjector(unittest.TestCase):
                          "the injector reads a different configuration from the chart than from the manifests")
 
     def test_changed_values_reach_the_injector_as_written(self) -> None:
-        config = {
-            "sidecar": {
-                "transport": "tcp-tls", "mtu": 1450, "socketGroup": 2375,
-                "resources": {"cpu": "1", "cpuLimit": "2", "memory": "1Gi", "memoryLimit": "8Gi"},
-                "startupTimeout": "180s",
-            },
-            "daemon": {
-                "registryMirrors": ["https://mirror.example.com"],
-                "insecureRegistries": ["registry.ci.svc:5000"],
-                "settings": {"log-level": "warn", "features": {"containerd-snapshotter": True}},
-            },
-            "overrides": {"maxCpu": "8", "allowedTransports": ["unix"]},
-            "server": {"maxBodyBytes": 8388608, "shutdownGrace": "25s"},
-            "policy": {"mode": "audit", "level": "restricted", "allowLooserNamespaces": True},
-        }
-        code, out = check_config(config_text(render({"config": config})))
+        config = CHANGED_CONFIG["config"]
+        code, out = check_config(config_text(render(CHANGED_CONFIG)))
         self.assertEqual(code, 0, out)
         effective = yaml.safe_load(out.split("# daemon.json", 1)[0])
         for section, values in config.items():
@@ -389,7 +455,7 @@ class SchemaRefusesBadValues(unittest.TestCase):
     def test_single_replica_with_budget(self) -> None:
         message = render_error({"replicas": 1})
         self.assertIn("podDisruptionBudget", message)
-        render({"replicas": 1, "podDisruptionBudget": {"enabled": False}})
+        render(ONE_REPLICA)
 
 
 def webhooks_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -405,15 +471,7 @@ class WebhookGuards(unittest.TestCase):
     """matchConditions, namespace exclusions and failure policies of the manifests survive every
     values file (not only the defaults)."""
 
-    CUSTOM = {
-        "webhooks": {
-            "failurePolicy": "Ignore",
-            "timeoutSeconds": 10,
-            "excludedNamespaces": ["kube-system", "gitlab-system"],
-            "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["ci"]}]},
-        },
-        "commonAnnotations": {"owner": "platform"},
-    }
+    CUSTOM = CUSTOM_WEBHOOKS
 
     def check(self, overlay: str, values: dict[str, Any], namespace: str = NAMESPACE) -> None:
         want = webhooks_of(kustomize(overlay))
@@ -512,23 +570,7 @@ class Values(unittest.TestCase):
     """The knobs of values.yaml reach the objects."""
 
     def test_scheduling_and_metadata(self) -> None:
-        values = {
-            "replicas": 3,
-            "image": {"tag": "0.2.0", "digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
-            "imagePullSecrets": [{"name": "ghcr"}],
-            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-            "logFormat": "text",
-            "nodeSelector": {"kubernetes.io/os": "linux"},
-            "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
-            "priorityClassName": "platform-critical",
-            "topologySpread": {"extra": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}]},
-            "commonLabels": {"team": "platform"},
-            "commonAnnotations": {"owner": "platform"},
-            "podLabels": {"sidecar.istio.io/inject": "false"},
-            "podAnnotations": {"prometheus.io/scrape": "true"},
-            "podDisruptionBudget": {"maxUnavailable": 1},
-            "config": {"sidecar": {"daemonConfigMap": "ci-daemon-json"}},
-        }
+        values = SCHEDULING_AND_METADATA
         objects = render(values)
         for obj in objects:
             self.assertEqual(obj["metadata"]["labels"]["team"], "platform", ident(obj))
@@ -558,17 +600,15 @@ class Values(unittest.TestCase):
                          "RBAC allows the ConfigMap name the configuration uses")
 
     def test_affinity_and_spread_can_be_replaced_or_dropped(self) -> None:
-        affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]}]}}}
-        pod = find(render({"affinity": affinity}), "Deployment")["spec"]["template"]["spec"]
-        self.assertEqual(pod["affinity"], affinity)
-        pod = find(render({"podAntiAffinity": "none", "topologySpread": {"nodes": False}}), "Deployment")["spec"]["template"]["spec"]
+        pod = find(render(AFFINITY), "Deployment")["spec"]["template"]["spec"]
+        self.assertEqual(pod["affinity"], AFFINITY["affinity"])
+        pod = find(render(NO_SPREAD), "Deployment")["spec"]["template"]["spec"]
         self.assertNotIn("affinity", pod)
         self.assertNotIn("topologySpreadConstraints", pod)
 
     def test_cert_manager_with_an_issuer_of_yours(self) -> None:
-        ref = {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "corp-ca"}
-        objects = render({"certificates": {"mode": "certManager", "certManager": {"issuerRef": ref, "duration": "720h", "renewBefore": "240h"}}})
+        ref = YOUR_ISSUER["certificates"]["certManager"]["issuerRef"]
+        objects = render(YOUR_ISSUER)
         cert_manager = [o for o in objects if o["apiVersion"] == "cert-manager.io/v1"]
         self.assertEqual([ident(o) for o in cert_manager], ["Certificate dind-injector/dind-injector (cert-manager.io/v1)"],
                          "no private CA when an issuer is given")
@@ -584,7 +624,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--binary", type=Path, help="the dind-injector binary (check-config)")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--dump-webhooks", action="store_true",
+                        help="print the webhook configurations of every values set as JSON, run no test")
     args = parser.parse_args()
+    if args.dump_webhooks:
+        dump = {}
+        for set_name, (values, name, namespace) in VALUE_SETS.items():
+            kinds = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+            dump[set_name] = [o for o in render(values, name=name, namespace=namespace) if o["kind"] in kinds]
+        json.dump(dump, sys.stdout)
+        return 0
     global BINARY
     if args.binary:
         BINARY = args.binary.resolve()
@@ -594,10 +643,18 @@ def main() -> int:
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
     result = unittest.TextTestRunner(verbosity=2 if args.verbose else 1, stream=sys.stdout).run(suite)
     failed = len(result.failures) + len(result.errors)
+    known = list(VALUE_SETS.values())
+    unlisted = [r for r in RENDERED if r not in known]
+    if unlisted:
+        failed += 1
+        print("FAIL: values rendered by a test but missing from VALUE_SETS (tests/cel_shipped.rs would not check"
+              " their matchConditions):")
+        for values, name, namespace in unlisted:
+            print(f"  {values!r} (release {name} in {namespace})")
     passed = result.testsRun - failed - len(result.skipped)
     print(f"helm chart tests in {time.monotonic() - start:.1f}s")
     print(f"helm: {passed} passed, {failed} failed")
-    return 0 if result.wasSuccessful() and result.testsRun > 0 else 1
+    return 0 if result.wasSuccessful() and not unlisted and result.testsRun > 0 else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 //! - defaulting of what a webhook added (termination message path and policy, image pull policy,
 //!   resources, probe timings, port protocol, config map and secret modes);
 //! - empty strings and empty lists are not stored (Go's `omitempty`);
+//! - an `IfNeeded` webhook is called again only when that re-run changed the pod;
 //! - host aliases with a duplicate IP are kept, with the apiserver's warning.
 
 use serde_json::{Map, Value, json};
@@ -24,6 +25,11 @@ pub struct Stored {
     pub pod: Value,
     /// What `kubectl create` prints as `Warning: ...`.
     pub warnings: Vec<String>,
+    /// Whether the re-run built-in plugins changed the pod (the ServiceAccount plugin mounted
+    /// the token into a container the webhook added), which makes the apiserver call a
+    /// `reinvocationPolicy: IfNeeded` webhook a second time. Defaulting the webhook's additions
+    /// does not count (the 2026-12-02 recordings: one call per injected pod).
+    pub reinvokes: bool,
 }
 
 /// Applies the apiserver's post-mutation steps to `pod` (a webhook's patch already applied).
@@ -38,10 +44,10 @@ pub fn after_mutation(pod: &Value) -> Stored {
     if let Some(volumes) = spec["volumes"].as_array_mut() {
         volumes.iter_mut().for_each(default_volume);
     }
-    mount_service_account_token(spec);
+    let reinvokes = mount_service_account_token(spec);
     drop_empty(&mut pod);
     let warnings = duplicate_host_alias_ips(&pod);
-    Stored { pod, warnings }
+    Stored { pod, warnings, reinvokes }
 }
 
 fn set_default(object: &mut Value, key: &str, value: Value) {
@@ -87,23 +93,26 @@ fn default_volume(v: &mut Value) {
     }
 }
 
-fn mount_service_account_token(spec: &mut Value) {
+/// Mounts the token where the ServiceAccount plugin would; whether it mounted any.
+fn mount_service_account_token(spec: &mut Value) -> bool {
     if spec["automountServiceAccountToken"] == json!(false) {
-        return;
+        return false;
     }
     let Some(volume) = spec["volumes"]
         .as_array()
         .and_then(|vs| vs.iter().find_map(|v| v["name"].as_str().filter(|n| n.starts_with("kube-api-access-"))))
         .map(str::to_owned)
     else {
-        return;
+        return false;
     };
+    let mut mounted = false;
     for list in ["initContainers", "containers"] {
         for c in spec[list].as_array_mut().into_iter().flatten() {
             let has_mount = c["volumeMounts"].as_array().is_some_and(|ms| ms.iter().any(|m| m["mountPath"] == TOKEN_PATH));
             if has_mount {
                 continue;
             }
+            mounted = true;
             let mount = json!({"name": volume, "mountPath": TOKEN_PATH, "readOnly": true});
             match c["volumeMounts"].as_array_mut() {
                 Some(ms) => ms.push(mount),
@@ -111,6 +120,7 @@ fn mount_service_account_token(spec: &mut Value) {
             }
         }
     }
+    mounted
 }
 
 /// Removes object members whose value is `""`, `[]` or `null`, at every depth.

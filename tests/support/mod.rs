@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod cel;
+pub mod render;
+pub mod serve;
 pub mod tls_client;
 
 use std::collections::HashSet;
@@ -9,6 +12,11 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::Value;
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
 
 /// The project's copy of the shared fixtures.
 pub fn fixtures_dir() -> PathBuf {
@@ -168,4 +176,16 @@ pub fn env_of(pod: &Pod, container: &str, name: &str) -> Option<String> {
         .into_iter()
         .find(|(_, c)| c.name == container)
         .and_then(|(_, c)| c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone()))
+}
+
+/// The pods of the Pod Security corpus (tests/policy_corpus.yaml): ("corpus case NAME", pod).
+pub fn corpus_pods() -> Vec<(String, Value)> {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        name: String,
+        pod: Value,
+    }
+    let text = std::fs::read_to_string(repo_root().join("tests/policy_corpus.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let cases: Vec<Case> = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("tests/policy_corpus.yaml: {e}"));
+    cases.into_iter().map(|c| (format!("corpus case {}", c.name), c.pod)).collect()
 }
