@@ -49,10 +49,7 @@ fn label(response: AdmissionResponse, object: &DynamicObject) -> Result<Admissio
     let mut ops = Vec::with_capacity(2);
     if object.metadata.labels.is_none() {
         // A JSON Patch cannot add a key under a map that is not there.
-        ops.push(PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(["metadata", "labels"]),
-            value: serde_json::json!({}),
-        }));
+        ops.push(PatchOperation::Add(AddOperation { path: PointerBuf::from_tokens(["metadata", "labels"]), value: serde_json::json!({}) }));
     }
     ops.push(PatchOperation::Add(AddOperation {
         path: PointerBuf::from_tokens(["metadata", "labels", LABEL]),

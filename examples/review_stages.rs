@@ -60,11 +60,7 @@ fn main() -> Result<(), String> {
     let cluster = ClusterInfo::default();
     let view = NamespaceView::opted_in("ci");
     let namespaces = StaticNamespaces::new(view.labels.clone(), Default::default());
-    let ctx = ReviewContext {
-        config: &config,
-        namespaces: &namespaces,
-        cluster: &cluster,
-    };
+    let ctx = ReviewContext { config: &config, namespaces: &namespaces, cluster: &cluster };
 
     // The review as the validating webhook and the reinvocation get it: the patch applied.
     let pieces::Pieces { raw, pod: typed, decision, injection, injected } = pieces::pieces(&body, &view, &config, &cluster)?;
@@ -72,36 +68,61 @@ fn main() -> Result<(), String> {
     // `--only STEP` times that step alone (for a profiler).
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let mut steps: Vec<Step<'_>> = Vec::new();
-    steps.push(("floor_value_parse", Box::new(|| {
-        black_box(serde_json::from_slice::<Value>(black_box(&body)).ok());
-    })));
-    steps.push(("decode_review", Box::new(|| {
-        black_box(admission::decode_review(black_box(&body)).ok());
-    })));
-    steps.push(("decode_pod_full", Box::new(|| {
-        black_box(serde_json::from_str::<k8s_openapi::api::core::v1::Pod>(black_box(&raw)).ok());
-    })));
-    steps.push(("decode_pod", Box::new(|| {
-        black_box(pod::decode(black_box(&raw)).ok());
-    })));
-    steps.push(("plan_injection", Box::new(|| {
-        black_box(inject::plan_injection(black_box(&typed), &view, &config, &cluster));
-    })));
-    steps.push(("answer", Box::new(|| {
-        let r = AdmissionResponse::allow("uid")
-            .with_patch(&injection.patch)
-            .with_warnings(decision.warnings.clone());
-        black_box(r.into_review_json());
-    })));
-    steps.push(("mutate", Box::new(|| {
-        black_box(webhook::mutate(black_box(&body), ctx));
-    })));
-    steps.push(("mutate_reinvocation", Box::new(|| {
-        black_box(webhook::mutate(black_box(&injected), ctx));
-    })));
-    steps.push(("validate", Box::new(|| {
-        black_box(webhook::validate(black_box(&injected), ctx));
-    })));
+    steps.push((
+        "floor_value_parse",
+        Box::new(|| {
+            black_box(serde_json::from_slice::<Value>(black_box(&body)).ok());
+        }),
+    ));
+    steps.push((
+        "decode_review",
+        Box::new(|| {
+            black_box(admission::decode_review(black_box(&body)).ok());
+        }),
+    ));
+    steps.push((
+        "decode_pod_full",
+        Box::new(|| {
+            black_box(serde_json::from_str::<k8s_openapi::api::core::v1::Pod>(black_box(&raw)).ok());
+        }),
+    ));
+    steps.push((
+        "decode_pod",
+        Box::new(|| {
+            black_box(pod::decode(black_box(&raw)).ok());
+        }),
+    ));
+    steps.push((
+        "plan_injection",
+        Box::new(|| {
+            black_box(inject::plan_injection(black_box(&typed), &view, &config, &cluster));
+        }),
+    ));
+    steps.push((
+        "answer",
+        Box::new(|| {
+            let r = AdmissionResponse::allow("uid").with_patch(&injection.patch).with_warnings(decision.warnings.clone());
+            black_box(r.into_review_json());
+        }),
+    ));
+    steps.push((
+        "mutate",
+        Box::new(|| {
+            black_box(webhook::mutate(black_box(&body), ctx));
+        }),
+    ));
+    steps.push((
+        "mutate_reinvocation",
+        Box::new(|| {
+            black_box(webhook::mutate(black_box(&injected), ctx));
+        }),
+    ));
+    steps.push((
+        "validate",
+        Box::new(|| {
+            black_box(webhook::validate(black_box(&injected), ctx));
+        }),
+    ));
     steps.retain(|(k, _)| only.as_deref().is_none_or(|o| o == *k));
     let mut out = serde_json::Map::new();
     for (k, ns) in time(iterations, &mut steps) {

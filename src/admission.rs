@@ -147,28 +147,17 @@ pub fn decode_review(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
 }
 
 fn diagnose(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
-    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            ReviewError::NotJson(e)
-        } else {
-            ReviewError::Malformed(e)
-        }
-    })?;
+    let review: ReviewIn = serde_json::from_slice(body)
+        .map_err(|e| if e.is_syntax() || e.is_eof() { ReviewError::NotJson(e) } else { ReviewError::Malformed(e) })?;
     match review.kind.as_deref() {
         Some("AdmissionReview") => {}
         other => {
-            return Err(ReviewError::WrongKind {
-                found: other.map_or_else(|| "document without `kind`".into(), |k| format!("`{k}`")),
-            })
+            return Err(ReviewError::WrongKind { found: other.map_or_else(|| "document without `kind`".into(), |k| format!("`{k}`")) });
         }
     }
     match review.api_version.as_deref() {
         Some(API_VERSION) => {}
-        other => {
-            return Err(ReviewError::WrongVersion {
-                found: other.unwrap_or("(no apiVersion)").to_owned(),
-            })
-        }
+        other => return Err(ReviewError::WrongVersion { found: other.unwrap_or("(no apiVersion)").to_owned() }),
     }
     let request = review.request.ok_or(ReviewError::MissingRequest)?;
     serde_json::from_str(request.get()).map_err(ReviewError::Malformed)
@@ -184,11 +173,7 @@ pub fn recover_uid(body: &[u8]) -> Option<String> {
     struct Inner {
         uid: Option<String>,
     }
-    serde_json::from_slice::<Outer>(body)
-        .ok()?
-        .request?
-        .uid
-        .filter(|u| !u.is_empty() && u.len() <= 128)
+    serde_json::from_slice::<Outer>(body).ok()?.request?.uid.filter(|u| !u.is_empty() && u.len() <= 128)
 }
 
 /// A `metav1.Status` carried in a denial or error.
@@ -241,14 +226,7 @@ impl AdmissionResponse {
 
     /// Denies the request with `code` and `message`.
     pub fn deny(uid: impl Into<String>, code: u16, message: impl Into<String>) -> Self {
-        AdmissionResponse {
-            allowed: false,
-            status: Some(Status {
-                code,
-                message: message.into(),
-            }),
-            ..AdmissionResponse::allow(uid)
-        }
+        AdmissionResponse { allowed: false, status: Some(Status { code, message: message.into() }), ..AdmissionResponse::allow(uid) }
     }
 
     /// Attaches a JSON Patch (an empty one attaches nothing).
@@ -275,12 +253,7 @@ impl AdmissionResponse {
             kind: &'static str,
             response: AdmissionResponse,
         }
-        serde_json::to_vec(&ReviewOut {
-            api_version: API_VERSION,
-            kind: "AdmissionReview",
-            response: self,
-        })
-        .unwrap_or_default()
+        serde_json::to_vec(&ReviewOut { api_version: API_VERSION, kind: "AdmissionReview", response: self }).unwrap_or_default()
     }
 }
 
@@ -334,9 +307,8 @@ mod tests {
         let json = AdmissionResponse::allow("u").with_patch(&patch).into_review_json();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
         assert_eq!(v["response"]["patchType"], "JSONPatch");
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(v["response"]["patch"].as_str().unwrap_or_default())
-            .unwrap_or_default();
+        let decoded =
+            base64::engine::general_purpose::STANDARD.decode(v["response"]["patch"].as_str().unwrap_or_default()).unwrap_or_default();
         assert_eq!(decoded, br#"[{"op":"add","path":"/a","value":1}]"#);
         assert_eq!(v["response"]["uid"], "u");
         assert_eq!(v["apiVersion"], API_VERSION);

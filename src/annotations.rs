@@ -45,9 +45,8 @@ pub const POLICY_MODE: &str = "dind-injector.io/policy-mode";
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 /// Every pod annotation dind-injector reads or writes.
-pub const POD_ANNOTATIONS: &[&str] = &[
-    INJECT, RUNNER, STATUS, IMAGE, TRANSPORT, CONTAINERS, CPU, MEMORY, STORAGE, MTU, SIDECAR_MODE, WORKSPACE,
-];
+pub const POD_ANNOTATIONS: &[&str] =
+    &[INJECT, RUNNER, STATUS, IMAGE, TRANSPORT, CONTAINERS, CPU, MEMORY, STORAGE, MTU, SIDECAR_MODE, WORKSPACE];
 
 /// Where a pod's [`INJECT`] request was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,12 +121,7 @@ pub fn request_problems(
 fn closest_key(key: &str, known: &[&'static str]) -> Option<&'static str> {
     let tail = |k: &str| k.rsplit(['/', '.']).next().unwrap_or(k).to_ascii_lowercase();
     let wanted = tail(key);
-    known
-        .iter()
-        .map(|k| (edit_distance(&wanted, &tail(k)), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k)
+    known.iter().map(|k| (edit_distance(&wanted, &tail(k)), *k)).filter(|(d, _)| *d <= 2).min().map(|(_, k)| k)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// The names every development serving certificate is valid for.
 pub const DEFAULT_HOSTS: [&str; 3] = ["127.0.0.1", "::1", "localhost"];
@@ -129,10 +126,8 @@ pub fn generate_dev_certs(hosts: &[String]) -> Result<DevCerts, CertError> {
                 message: "letters, digits, `-` and `.` only, like webhook.ci.svc".into(),
             });
         }
-        let one = CertificateParams::new(vec![name.clone()]).map_err(|e| CertError::BadHost {
-            host: name.clone(),
-            message: e.to_string(),
-        })?;
+        let one =
+            CertificateParams::new(vec![name.clone()]).map_err(|e| CertError::BadHost { host: name.clone(), message: e.to_string() })?;
         leaf_params.subject_alt_names.extend(one.subject_alt_names);
     }
     leaf_params.distinguished_name = rcgen::DistinguishedName::new();
@@ -328,7 +323,6 @@ pub(crate) fn ymd(days: i64) -> (i32, u8, u8) {
     (i32::try_from(y).unwrap_or(2000), m, d)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,8 +339,7 @@ mod tests {
 
     #[test]
     fn generated_certs_carry_the_hosts_and_expire_in_a_year() {
-        let certs = generate_dev_certs(&["webhook.example".into(), "localhost".into()])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let certs = generate_dev_certs(&["webhook.example".into(), "localhost".into()]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(certs.hosts, ["127.0.0.1", "::1", "localhost", "webhook.example"]);
         assert_eq!(certs.tls_cert_pem.matches("BEGIN CERTIFICATE").count(), 2);
         assert!(certs.tls_key_pem.contains("PRIVATE KEY"));
@@ -385,12 +378,8 @@ mod tests {
 
     fn pem_body(pem: &str) -> Vec<u8> {
         use base64::Engine;
-        let b64: String = pem
-            .lines()
-            .skip_while(|l| !l.starts_with("-----BEGIN"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("-----END"))
-            .collect();
+        let b64: String =
+            pem.lines().skip_while(|l| !l.starts_with("-----BEGIN")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
         base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
     }
 }

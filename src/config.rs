@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::image::{ImageRef, ImagePattern};
+use crate::image::{ImagePattern, ImageRef};
 use crate::quantity::Quantity;
 
 /// The whole configuration file.
@@ -74,11 +74,7 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig {
-            mode: PolicyMode::Enforce,
-            level: crate::policy::Level::Baseline,
-            allow_looser_namespaces: false,
-        }
+        PolicyConfig { mode: PolicyMode::Enforce, level: crate::policy::Level::Baseline, allow_looser_namespaces: false }
     }
 }
 
@@ -168,22 +164,12 @@ impl Mtu {
         if s == "auto" {
             return Ok(Mtu::Auto);
         }
-        let n: u32 = s
-            .parse()
-            .map_err(|_| format!("{s:?} is neither `auto` nor a number"))?;
+        let n: u32 = s.parse().map_err(|_| format!("{s:?} is neither `auto` nor a number"))?;
         Mtu::fixed(n)
     }
 
     fn fixed(n: u32) -> Result<Self, String> {
-        if MTU_RANGE.contains(&n) {
-            Ok(Mtu::Fixed(n))
-        } else {
-            Err(format!(
-                "{n} is outside {}..={}",
-                MTU_RANGE.start(),
-                MTU_RANGE.end()
-            ))
-        }
+        if MTU_RANGE.contains(&n) { Ok(Mtu::Fixed(n)) } else { Err(format!("{n} is outside {}..={}", MTU_RANGE.start(), MTU_RANGE.end())) }
     }
 }
 
@@ -239,9 +225,7 @@ impl Interval {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} does not start with a whole number (write 250ms, 5s or 2m)"))?;
+        let n: u64 = num.parse().map_err(|_| format!("{s:?} does not start with a whole number (write 250ms, 5s or 2m)"))?;
         let d = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -259,11 +243,7 @@ impl Interval {
 impl Serialize for Interval {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            s.serialize_str(&format!("{}s", ms / 1000))
-        } else {
-            s.serialize_str(&format!("{ms}ms"))
-        }
+        if ms.is_multiple_of(1000) { s.serialize_str(&format!("{}s", ms / 1000)) } else { s.serialize_str(&format!("{ms}ms")) }
     }
 }
 
@@ -362,12 +342,7 @@ pub struct SidecarResources {
 
 impl Default for SidecarResources {
     fn default() -> Self {
-        SidecarResources {
-            cpu: "500m".into(),
-            cpu_limit: None,
-            memory: "512Mi".into(),
-            memory_limit: Some("4Gi".into()),
-        }
+        SidecarResources { cpu: "500m".into(), cpu_limit: None, memory: "512Mi".into(), memory_limit: Some("4Gi".into()) }
     }
 }
 
@@ -515,26 +490,89 @@ pub const DAEMON_JSON_RESERVED: &[(&str, &str)] = &[
 /// daemon.json keys dockerd 28 knows (besides the reserved ones above). dockerd exits on a key
 /// it does not know, so others are reported by `check-config` and in the server's log.
 pub const DAEMON_JSON_KNOWN: &[&str] = &[
-    "allow-direct-routing", "authorization-plugins", "bip", "bip6", "bridge", "builder",
-    "cdi-spec-dirs", "cgroup-parent", "containerd", "containerd-namespace",
-    "containerd-plugin-namespace", "cri-containerd", "debug", "default-address-pools",
-    "default-cgroupns-mode", "default-gateway", "default-gateway-v6", "default-ipc-mode",
-    "default-runtime", "default-shm-size", "default-ulimits", "dns", "dns-opts", "dns-search",
-    "exec-opts", "exec-root", "experimental", "features", "firewall-backend", "fixed-cidr",
-    "fixed-cidr-v6", "host-gateway-ip", "host-gateway-ips", "http-proxy", "https-proxy", "icc",
-    "init", "init-path", "ip", "ip-forward", "ip-forward-no-drop", "ip-masq", "ip6tables",
-    "iptables", "ipv6", "labels", "live-restore", "log-driver", "log-format", "log-level",
-    "log-opts", "max-concurrent-downloads", "max-concurrent-uploads", "max-download-attempts",
-    "metrics-addr", "no-new-privileges", "no-proxy", "node-generic-resources", "proxies",
-    "raw-logs", "runtimes", "seccomp-profile", "selinux-enabled", "shutdown-timeout",
-    "storage-driver", "storage-opts", "swarm-default-advertise-addr", "userland-proxy",
-    "userland-proxy-path", "userns-remap",
+    "allow-direct-routing",
+    "authorization-plugins",
+    "bip",
+    "bip6",
+    "bridge",
+    "builder",
+    "cdi-spec-dirs",
+    "cgroup-parent",
+    "containerd",
+    "containerd-namespace",
+    "containerd-plugin-namespace",
+    "cri-containerd",
+    "debug",
+    "default-address-pools",
+    "default-cgroupns-mode",
+    "default-gateway",
+    "default-gateway-v6",
+    "default-ipc-mode",
+    "default-runtime",
+    "default-shm-size",
+    "default-ulimits",
+    "dns",
+    "dns-opts",
+    "dns-search",
+    "exec-opts",
+    "exec-root",
+    "experimental",
+    "features",
+    "firewall-backend",
+    "fixed-cidr",
+    "fixed-cidr-v6",
+    "host-gateway-ip",
+    "host-gateway-ips",
+    "http-proxy",
+    "https-proxy",
+    "icc",
+    "init",
+    "init-path",
+    "ip",
+    "ip-forward",
+    "ip-forward-no-drop",
+    "ip-masq",
+    "ip6tables",
+    "iptables",
+    "ipv6",
+    "labels",
+    "live-restore",
+    "log-driver",
+    "log-format",
+    "log-level",
+    "log-opts",
+    "max-concurrent-downloads",
+    "max-concurrent-uploads",
+    "max-download-attempts",
+    "metrics-addr",
+    "no-new-privileges",
+    "no-proxy",
+    "node-generic-resources",
+    "proxies",
+    "raw-logs",
+    "runtimes",
+    "seccomp-profile",
+    "selinux-enabled",
+    "shutdown-timeout",
+    "storage-driver",
+    "storage-opts",
+    "swarm-default-advertise-addr",
+    "userland-proxy",
+    "userland-proxy-path",
+    "userns-remap",
 ];
 
 /// daemon.json keys that current dockerd no longer accepts: it exits at start.
 pub const DAEMON_JSON_REMOVED: &[&str] = &[
-    "cluster-store", "cluster-store-opts", "cluster-advertise", "graph", "disable-legacy-registry",
-    "api-cors-header", "oom-score-adjust", "allow-nondistributable-artifacts", "deprecated-key-path",
+    "cluster-store",
+    "cluster-store-opts",
+    "cluster-advertise",
+    "graph",
+    "disable-legacy-registry",
+    "api-cors-header",
+    "oom-score-adjust",
+    "allow-nondistributable-artifacts",
+    "deprecated-key-path",
 ];
 
 impl Config {
@@ -558,10 +596,7 @@ impl Config {
 
     /// Reads and validates a configuration file.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Config::from_yaml(&text, &path.display().to_string())
     }
 
@@ -585,34 +620,19 @@ impl Config {
             })?
         };
         let problems = config.problems();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid {
-                source_name: source_name.to_owned(),
-                problems,
-            })
-        }
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { source_name: source_name.to_owned(), problems }) }
     }
 
     /// Every problem with the values, each with its key path and the fix.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
-        let mut bad = |path: &str, message: String| {
-            out.push(ConfigProblem {
-                path: path.to_owned(),
-                message,
-            })
-        };
+        let mut bad = |path: &str, message: String| out.push(ConfigProblem { path: path.to_owned(), message });
         let s = &self.sidecar;
         if let Err(e) = ImageRef::parse(&s.image) {
             bad("sidecar.image", e);
         }
         if !["Always", "IfNotPresent", "Never"].contains(&s.image_pull_policy.as_str()) {
-            bad(
-                "sidecar.imagePullPolicy",
-                format!("{:?} is not Always, IfNotPresent or Never", s.image_pull_policy),
-            );
+            bad("sidecar.imagePullPolicy", format!("{:?} is not Always, IfNotPresent or Never", s.image_pull_policy));
         }
         if let Err(e) = crate::names::check_dns_label(&s.container_name) {
             bad("sidecar.containerName", e);
@@ -620,10 +640,9 @@ impl Config {
         // The longest volume suffix is "-daemon-config" (14 characters) plus a "-NN" uniquifier.
         match crate::names::check_dns_label(&s.volume_prefix) {
             Err(e) => bad("sidecar.volumePrefix", e),
-            Ok(()) if s.volume_prefix.len() > 40 => bad(
-                "sidecar.volumePrefix",
-                "must be at most 40 characters so that the volume names stay within 63".into(),
-            ),
+            Ok(()) if s.volume_prefix.len() > 40 => {
+                bad("sidecar.volumePrefix", "must be at most 40 characters so that the volume names stay within 63".into())
+            }
             Ok(()) => {}
         }
         for (path, dir) in [("sidecar.socketDir", &s.socket_dir), ("sidecar.certDir", &s.cert_dir)] {
@@ -631,7 +650,12 @@ impl Config {
                 bad(path, format!("{dir:?} must be an absolute directory path like /var/run/dind, without a trailing slash, `..` or `:`"));
             }
         }
-        if s.socket_dir == "/var/lib/docker" || s.socket_dir == "/etc/docker" || s.cert_dir == "/var/lib/docker" || s.cert_dir == "/etc/docker" || s.socket_dir == s.cert_dir {
+        if s.socket_dir == "/var/lib/docker"
+            || s.socket_dir == "/etc/docker"
+            || s.cert_dir == "/var/lib/docker"
+            || s.cert_dir == "/etc/docker"
+            || s.socket_dir == s.cert_dir
+        {
             bad("sidecar.socketDir", "socketDir and certDir must differ from each other and from /var/lib/docker and /etc/docker".into());
         }
         if let Err(e) = crate::names::check_dns_subdomain(&s.daemon_config_map) {
@@ -648,13 +672,15 @@ impl Config {
         let mem = quantity_problem(&mut bad, "sidecar.resources.memory", Some(&r.memory));
         let mem_limit = quantity_problem(&mut bad, "sidecar.resources.memoryLimit", r.memory_limit.as_deref());
         if let (Some(req), Some(lim)) = (cpu, cpu_limit)
-            && lim < req {
-                bad("sidecar.resources.cpuLimit", format!("{} is below the request {}", lim, req));
-            }
+            && lim < req
+        {
+            bad("sidecar.resources.cpuLimit", format!("{} is below the request {}", lim, req));
+        }
         if let (Some(req), Some(lim)) = (mem, mem_limit)
-            && lim < req {
-                bad("sidecar.resources.memoryLimit", format!("is below the request {}", r.memory));
-            }
+            && lim < req
+        {
+            bad("sidecar.resources.memoryLimit", format!("is below the request {}", r.memory));
+        }
         let st = s.startup_timeout.0;
         if st < Duration::from_secs(1) || st > Duration::from_secs(3600) {
             bad("sidecar.startupTimeout", "must be between 1s and 60m".into());
@@ -687,7 +713,9 @@ impl Config {
                 bad(&format!("overrides.allowedImages[{i}]"), "is empty".into());
             }
         }
-        for (path, v) in [("overrides.maxCpu", &o.max_cpu), ("overrides.maxMemory", &o.max_memory), ("overrides.maxStorage", &o.max_storage)] {
+        for (path, v) in
+            [("overrides.maxCpu", &o.max_cpu), ("overrides.maxMemory", &o.max_memory), ("overrides.maxStorage", &o.max_storage)]
+        {
             quantity_problem(&mut bad, path, Some(v));
         }
 
@@ -715,12 +743,7 @@ impl Config {
     /// The default image's pattern list plus the configured image itself: what an override
     /// may choose.
     pub fn image_allowed(&self, image: &str) -> bool {
-        image == self.sidecar.image
-            || self
-                .overrides
-                .allowed_images
-                .iter()
-                .any(|p| ImagePattern::new(p).matches(image))
+        image == self.sidecar.image || self.overrides.allowed_images.iter().any(|p| ImagePattern::new(p).matches(image))
     }
 
     /// This configuration as YAML, every default spelled out (for `check-config --print`).
@@ -729,11 +752,7 @@ impl Config {
     }
 }
 
-fn quantity_problem(
-    bad: &mut impl FnMut(&str, String),
-    path: &str,
-    value: Option<&str>,
-) -> Option<Quantity> {
+fn quantity_problem(bad: &mut impl FnMut(&str, String), path: &str, value: Option<&str>) -> Option<Quantity> {
     let value = value?;
     match Quantity::parse(value) {
         Ok(q) => Some(q),

@@ -8,13 +8,8 @@ pub fn check_dns_label(name: &str) -> Result<(), String> {
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if !name.chars().all(ok_char)
-        || !name.starts_with(alnum)
-        || !name.ends_with(alnum)
-    {
-        return Err(format!(
-            "{name:?} must be lowercase letters, digits and '-', starting and ending with a letter or digit"
-        ));
+    if !name.chars().all(ok_char) || !name.starts_with(alnum) || !name.ends_with(alnum) {
+        return Err(format!("{name:?} must be lowercase letters, digits and '-', starting and ending with a letter or digit"));
     }
     Ok(())
 }

@@ -21,16 +21,8 @@ pub const PSA_ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
 
 impl NamespaceView {
     /// A view of namespace `name` with the given labels and annotations.
-    pub fn new(
-        name: impl Into<String>,
-        labels: BTreeMap<String, String>,
-        annotations: BTreeMap<String, String>,
-    ) -> Self {
-        NamespaceView {
-            name: name.into(),
-            labels,
-            annotations,
-        }
+    pub fn new(name: impl Into<String>, labels: BTreeMap<String, String>, annotations: BTreeMap<String, String>) -> Self {
+        NamespaceView { name: name.into(), labels, annotations }
     }
 
     /// A namespace that has opted in and allows privileged pods: what the CLI assumes when it
@@ -45,8 +37,7 @@ impl NamespaceView {
 
     /// Whether the namespace carries `dind-injector.io/injection: enabled`.
     pub fn is_opted_in(&self) -> bool {
-        self.labels.get(annotations::INJECTION_LABEL).map(String::as_str)
-            == Some(annotations::INJECTION_ENABLED)
+        self.labels.get(annotations::INJECTION_LABEL).map(String::as_str) == Some(annotations::INJECTION_ENABLED)
     }
 
     /// The Pod Security level the namespace enforces, when it is labelled with one.
@@ -74,20 +65,13 @@ pub struct StaticNamespaces {
 impl StaticNamespaces {
     /// All namespaces carry these labels and annotations.
     pub fn new(labels: BTreeMap<String, String>, annotations: BTreeMap<String, String>) -> Self {
-        StaticNamespaces {
-            labels,
-            annotations,
-        }
+        StaticNamespaces { labels, annotations }
     }
 }
 
 impl NamespaceLookup for StaticNamespaces {
     fn get(&self, name: &str) -> Option<NamespaceView> {
-        Some(NamespaceView::new(
-            name,
-            self.labels.clone(),
-            self.annotations.clone(),
-        ))
+        Some(NamespaceView::new(name, self.labels.clone(), self.annotations.clone()))
     }
 
     fn is_ready(&self) -> bool {
@@ -100,9 +84,7 @@ impl NamespaceLookup for StaticNamespaces {
 pub fn parse_key_values(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = item
-            .split_once('=')
-            .ok_or_else(|| format!("{item:?} is not key=value"))?;
+        let (k, v) = item.split_once('=').ok_or_else(|| format!("{item:?} is not key=value"))?;
         let k = k.trim();
         if k.is_empty() {
             return Err(format!("{item:?} has an empty key"));
@@ -130,8 +112,7 @@ mod tests {
     fn opt_in_needs_the_exact_label_value() {
         let mut ns = NamespaceView::opted_in("ci");
         assert!(ns.is_opted_in());
-        ns.labels
-            .insert(annotations::INJECTION_LABEL.into(), "true".into());
+        ns.labels.insert(annotations::INJECTION_LABEL.into(), "true".into());
         assert!(!ns.is_opted_in());
     }
 }

@@ -13,9 +13,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, EphemeralContainer, HostAlias, Lifecycle,
-    Pod, PodOS, PodSecurityContext, PodSpec, Probe, SecurityContext, Volume, VolumeDevice,
-    VolumeMount,
+    Container, ContainerPort, EnvFromSource, EnvVar, EphemeralContainer, HostAlias, Lifecycle, Pod, PodOS, PodSecurityContext, PodSpec,
+    Probe, SecurityContext, Volume, VolumeDevice, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Deserialize;
@@ -285,11 +284,7 @@ struct LeanContainer {
 
 impl From<LeanPod> for Pod {
     fn from(p: LeanPod) -> Pod {
-        Pod {
-            metadata: p.metadata.map(ObjectMeta::from).unwrap_or_default(),
-            spec: p.spec.map(PodSpec::from),
-            status: None,
-        }
+        Pod { metadata: p.metadata.map(ObjectMeta::from).unwrap_or_default(), spec: p.spec.map(PodSpec::from), status: None }
     }
 }
 
@@ -313,9 +308,7 @@ impl From<LeanSpec> for PodSpec {
         PodSpec {
             containers: list(s.containers).unwrap_or_default(),
             init_containers: list(s.init_containers),
-            ephemeral_containers: s
-                .ephemeral_containers
-                .map(|v| v.into_iter().map(EphemeralContainer::from).collect()),
+            ephemeral_containers: s.ephemeral_containers.map(|v| v.into_iter().map(EphemeralContainer::from).collect()),
             volumes: s.volumes,
             host_network: s.host_network,
             host_pid: s.host_pid,

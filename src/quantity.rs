@@ -35,9 +35,7 @@ impl Quantity {
         if s.starts_with('-') {
             return Err(err("it is negative"));
         }
-        let num_end = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (number, suffix) = s.split_at(num_end);
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(err("it does not start with a number"));
@@ -61,10 +59,7 @@ impl Quantity {
             "Pi" => (0, 50),
             "Ei" => (0, 60),
             other => {
-                let exp = other
-                    .strip_prefix('e')
-                    .or_else(|| other.strip_prefix('E'))
-                    .ok_or_else(|| err("its suffix is unknown"))?;
+                let exp = other.strip_prefix('e').or_else(|| other.strip_prefix('E')).ok_or_else(|| err("its suffix is unknown"))?;
                 let exp: i32 = exp.parse().map_err(|_| err("its exponent is not a number"))?;
                 if !(-3..=18).contains(&exp) {
                     return Err(err("its exponent is out of range"));
@@ -86,10 +81,7 @@ impl Quantity {
         let shift = 3 + exp10 - frac_part.len() as i32;
         let overflow = || err("it is too large");
         let mut milli = if shift >= 0 {
-            10u128
-                .checked_pow(shift as u32)
-                .and_then(|p| mantissa.checked_mul(p))
-                .ok_or_else(overflow)?
+            10u128.checked_pow(shift as u32).and_then(|p| mantissa.checked_mul(p)).ok_or_else(overflow)?
         } else {
             // Below a thousandth: round up, as Kubernetes does.
             let div = 10u128.checked_pow((-shift) as u32).ok_or_else(overflow)?;
@@ -121,11 +113,7 @@ impl PartialEq<u128> for Quantity {
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.milli.is_multiple_of(1000) {
-            write!(f, "{}", self.milli / 1000)
-        } else {
-            write!(f, "{}m", self.milli)
-        }
+        if self.milli.is_multiple_of(1000) { write!(f, "{}", self.milli / 1000) } else { write!(f, "{}m", self.milli) }
     }
 }
 

@@ -4,8 +4,8 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::admission::{self, AdmissionRequest, AdmissionResponse, ReviewError};
-use crate::config::Config;
 use crate::annotations;
+use crate::config::Config;
 use crate::config::PolicyMode;
 use crate::inject::{self, ClusterInfo, InjectionStatus, Outcome, SkipReason};
 use crate::namespace::{NamespaceLookup, NamespaceView};
@@ -85,13 +85,7 @@ pub fn bad_request(body: &[u8], error: &ReviewError) -> ReviewOutcome {
     ReviewOutcome {
         http_status: 400,
         body: AdmissionResponse::deny(uid.clone(), 400, format!("dind-injector: {error}")).into_review_json(),
-        log: ReviewLog {
-            uid,
-            runner: "-",
-            decision: "error",
-            reason: error.metric_label(),
-            ..ReviewLog::default()
-        },
+        log: ReviewLog { uid, runner: "-", decision: "error", reason: error.metric_label(), ..ReviewLog::default() },
     }
 }
 
@@ -111,11 +105,7 @@ impl ReviewLog {
 }
 
 /// `pod` is the request's object read as a pod, or why it could not be read.
-fn mutate_request<O>(
-    request: &AdmissionRequest<O>,
-    pod: Option<Result<Pod, String>>,
-    ctx: ReviewContext<'_>,
-) -> ReviewOutcome {
+fn mutate_request<O>(request: &AdmissionRequest<O>, pod: Option<Result<Pod, String>>, ctx: ReviewContext<'_>) -> ReviewOutcome {
     let mut log = ReviewLog::begin(request);
     let allow = answer;
 
@@ -231,14 +221,7 @@ pub fn validate(body: &[u8], ctx: ReviewContext<'_>) -> ReviewOutcome {
 }
 
 fn answer(log: ReviewLog, response: AdmissionResponse) -> ReviewOutcome {
-    ReviewOutcome {
-        http_status: 200,
-        log: ReviewLog {
-            warnings: response.warnings.len(),
-            ..log
-        },
-        body: response.into_review_json(),
-    }
+    ReviewOutcome { http_status: 200, log: ReviewLog { warnings: response.warnings.len(), ..log }, body: response.into_review_json() }
 }
 
 /// `raw_object` is the object as JSON when an UPDATE must be compared with the old one; `pod` is
@@ -259,8 +242,7 @@ fn validate_request<O>(
         ("CREATE", None) | ("UPDATE", Some("ephemeralcontainers")) => {}
         ("UPDATE", None) => {
             let spec = |raw: Option<&serde_json::value::RawValue>| {
-                raw.and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
-                    .map(|v| v["spec"].clone())
+                raw.and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok()).map(|v| v["spec"].clone())
             };
             if spec(raw_object) == spec(request.old_object.as_deref()) {
                 log.reason = "spec-unchanged";
@@ -313,12 +295,7 @@ fn validate_request<O>(
     log.runner = inject::runner::runner_of(&pod).0.as_str();
     log.policy_mode = verdict.mode.as_str();
     log.policy_level = verdict.level.as_str();
-    log.violations = verdict
-        .findings
-        .iter()
-        .map(|f| f.label)
-        .chain(verdict.violations.iter().map(|v| v.control.id()))
-        .collect();
+    log.violations = verdict.findings.iter().map(|f| f.label).chain(verdict.violations.iter().map(|v| v.control.id())).collect();
     warnings.extend(verdict.warnings.iter().cloned());
     if verdict.mode == PolicyMode::Off {
         log.reason = "policy-off";

@@ -17,7 +17,27 @@ mod tests {
 
     #[test]
     fn strings_a_yaml_1_1_reader_would_retype_are_quoted() {
-        let tricky = ["yes", "No", "on", "OFF", "y", "n", "~", "null", "0777", "0x1F", "1_000", "1:20", "1e3", ".inf", "2001-12-14", "true", "1.0", "<<", ""];
+        let tricky = [
+            "yes",
+            "No",
+            "on",
+            "OFF",
+            "y",
+            "n",
+            "~",
+            "null",
+            "0777",
+            "0x1F",
+            "1_000",
+            "1:20",
+            "1e3",
+            ".inf",
+            "2001-12-14",
+            "true",
+            "1.0",
+            "<<",
+            "",
+        ];
         let text = super::to_string(&json!({ "a": tricky })).unwrap_or_default();
         for s in tricky {
             assert!(text.contains(&format!("- \"{s}\"\n")) || text.contains(&format!("- '{s}'\n")), "{s:?} is not quoted:\n{text}");

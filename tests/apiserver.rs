@@ -48,9 +48,7 @@ fn recordings() -> Vec<Recording> {
 
 fn patch_of(response: &Value) -> Option<json_patch::Patch> {
     let encoded = response["response"]["patch"].as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .unwrap_or_else(|e| panic!("patch is not base64: {e}"));
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap_or_else(|e| panic!("patch is not base64: {e}"));
     Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("patch is not a JSON Patch: {e}")))
 }
 
@@ -94,10 +92,7 @@ fn review_for(pod: &Value) -> Value {
 }
 
 fn all_containers(pod: &Value) -> Vec<&Value> {
-    ["initContainers", "containers"]
-        .iter()
-        .flat_map(|l| pod["spec"][l].as_array().into_iter().flatten())
-        .collect()
+    ["initContainers", "containers"].iter().flat_map(|l| pod["spec"][l].as_array().into_iter().flatten()).collect()
 }
 
 fn token_mounts<'a>(container: &'a Value, pod: &Value) -> Vec<&'a Value> {
@@ -130,7 +125,8 @@ fn the_model_reproduces_every_recorded_stored_pod() {
         let want = apiserver::modelled_fields(&r.data["stored"]);
         let got = apiserver::modelled_fields(&model.pod);
         assert_eq!(
-            got, want,
+            got,
+            want,
             "{}: the model does not give the stored pod\nmodel:  {}\nstored: {}",
             r.name,
             serde_json::to_string(&got).unwrap_or_default(),
@@ -211,12 +207,24 @@ fn tamperings(stored: &Value) -> Vec<(&'static str, Value)> {
     let changes: [(&str, Change); 10] = [
         ("another image", |s| s["image"] = json!("docker:28.5.1-dind-evil")),
         ("another command", |s| s["command"][2] = json!("exec dockerd --host=tcp://0.0.0.0:2375")),
-        ("another argument", |s| if let Some(a) = s["args"].as_array_mut() { a.push(json!("--host=tcp://0.0.0.0:2375")) }),
+        ("another argument", |s| {
+            if let Some(a) = s["args"].as_array_mut() {
+                a.push(json!("--host=tcp://0.0.0.0:2375"))
+            }
+        }),
         ("an env value", |s| s["env"][0]["value"] = json!("/certs")),
-        ("an added env var", |s| if let Some(e) = s["env"].as_array_mut() { e.push(json!({"name": "LD_PRELOAD", "value": "/x.so"})) }),
+        ("an added env var", |s| {
+            if let Some(e) = s["env"].as_array_mut() {
+                e.push(json!({"name": "LD_PRELOAD", "value": "/x.so"}))
+            }
+        }),
         ("the security context", |s| s["securityContext"]["capabilities"] = json!({"add": ["SYS_MODULE"]})),
         ("a mount moved", |s| s["volumeMounts"][0]["mountPath"] = json!("/host")),
-        ("the API token mounted", |s| if let Some(m) = s["volumeMounts"].as_array_mut() { m.retain(|m| m["mountPath"] != TOKEN_PATH) }),
+        ("the API token mounted", |s| {
+            if let Some(m) = s["volumeMounts"].as_array_mut() {
+                m.retain(|m| m["mountPath"] != TOKEN_PATH)
+            }
+        }),
         ("the probe command", |s| s["startupProbe"]["exec"]["command"] = json!(["sh", "-c", "cat /etc/shadow"])),
         ("a lifecycle hook", |s| s["lifecycle"] = json!({"preStop": {"exec": {"command": ["sh", "-c", "rm -rf /var/lib/docker"]}}})),
     ];

@@ -23,8 +23,7 @@ use dind_injector::config::Config;
 use dind_injector::inject::ClusterInfo;
 use dind_injector::namespace::NamespaceView;
 use dind_injector::policy::{
-    BASELINE_CAPABILITIES, Level, SAFE_SYSCTLS, SELINUX_TYPES, baseline_prefilter,
-    check_pod_security, validate_pod,
+    BASELINE_CAPABILITIES, Level, SAFE_SYSCTLS, SELINUX_TYPES, baseline_prefilter, check_pod_security, validate_pod,
 };
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
@@ -146,7 +145,6 @@ impl Tally {
         s
     }
 }
-
 
 /// The runner pods as sent, as the apiserver stored them after injection, and both again with
 /// every dind-injector.io/ annotation and label removed (the runners' other pods, which do not
@@ -270,7 +268,10 @@ fn pod_violations() -> Vec<(String, Value)> {
         ("spec/hostIPC".into(), json!(true)),
         ("spec/volumes".into(), json!([{"name": "cache", "emptyDir": {}}, {"name": "node", "hostPath": {"path": "/tmp"}}])),
         ("spec/volumes".into(), json!([{"name": "sock", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}}])),
-        ("spec/securityContext/sysctls".into(), json!([{"name": "kernel.shm_rmid_forced", "value": "1"}, {"name": "kernel.msgmax", "value": "1"}])),
+        (
+            "spec/securityContext/sysctls".into(),
+            json!([{"name": "kernel.shm_rmid_forced", "value": "1"}, {"name": "kernel.msgmax", "value": "1"}]),
+        ),
         ("spec/securityContext/seccompProfile".into(), json!({"type": "Unconfined"})),
         ("spec/securityContext/appArmorProfile".into(), json!({"type": "Unconfined"})),
         ("spec/securityContext/seLinuxOptions".into(), json!({"type": "unconfined_t"})),

@@ -83,7 +83,9 @@ fn requests() -> Vec<(String, Value)> {
         out.push((format!("{what}: finalizer removal"), r.update(&tracked, &untracked)));
         let deadline = changed(&pod, |p| p["spec"]["activeDeadlineSeconds"] = json!(60));
         out.push((format!("{what}: spec change"), r.update(&pod, &deadline)));
-        let debugged = changed(&pod, |p| p["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox", "terminationMessagePolicy": "File"}]));
+        let debugged = changed(&pod, |p| {
+            p["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox", "terminationMessagePolicy": "File"}])
+        });
         out.push((format!("{what}: kubectl debug"), r.ephemeral(&pod, &debugged)));
     }
     out
@@ -165,7 +167,8 @@ fn recorded_updates_reach_the_validating_webhooks_as_intended() {
         for webhook in conditions.by_webhook.keys().filter(|w| *w != MUTATING) {
             for (step, request) in &updates {
                 let sent = conditions.sends(webhook, request).unwrap_or_else(|e| panic!("{origin}: updates/{step}: {e}"));
-                let spec_changed = conditions.eval(webhook, "spec-changed", request).unwrap_or_else(|e| panic!("{origin}: updates/{step}: {e}"));
+                let spec_changed =
+                    conditions.eval(webhook, "spec-changed", request).unwrap_or_else(|e| panic!("{origin}: updates/{step}: {e}"));
                 if METADATA_ONLY.contains(&step.as_str()) {
                     assert!(!spec_changed && !sent, "{origin}: {webhook}: the recorded {step} request is sent");
                 } else {

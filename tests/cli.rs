@@ -131,7 +131,14 @@ fn explain_says_what_would_be_added_and_why_not() {
     let out = bin().args(["explain", "-f"]).arg(fixtures_dir().join("pods/gitlab.json")).output().unwrap_or_else(|e| panic!("{e}"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for expected in ["runner:     gitlab", "decision:   injected", "job containers: build, svc-0", "DOCKER_HOST=unix:///var/run/dind/docker.sock", "add /spec/initContainers/-", "dockerd --host="] {
+    for expected in [
+        "runner:     gitlab",
+        "decision:   injected",
+        "job containers: build, svc-0",
+        "DOCKER_HOST=unix:///var/run/dind/docker.sock",
+        "add /spec/initContainers/-",
+        "dockerd --host=",
+    ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     let out = bin().args(["explain", "-f"]).arg(fixtures_dir().join("pods/arc-dind-mode.json")).output().unwrap_or_else(|e| panic!("{e}"));
@@ -150,7 +157,11 @@ fn explain_says_whether_the_validating_webhook_is_called() {
         (&[][..], privileged, "validating webhook: sent: container \"app\": securityContext privileged"),
         // Injected by its label: sent for the status annotation the injection wrote.
         (&[][..], labelled, "validating webhook: sent: annotation dind-injector.io/status"),
-        (&["--namespace-labels", restricted_ns][..], plain, "validating webhook: sent: the namespace is labelled dind-injector.io/pod-security=restricted"),
+        (
+            &["--namespace-labels", restricted_ns][..],
+            plain,
+            "validating webhook: sent: the namespace is labelled dind-injector.io/pod-security=restricted",
+        ),
         (&["--namespace-labels", "team=a"][..], privileged, "validating webhook: not sent: the namespace is not opted in"),
     ] {
         let mut command = vec!["explain"];
@@ -244,14 +255,16 @@ fn inject_output_reads_back_unchanged_with_a_yaml_1_1_parser() {
     for fixture in FIXTURES {
         for transport in ["unix", "tcp-tls", "tcp"] {
             let path = fixtures_dir().join(format!("pods/{fixture}.json"));
-            let mut pod: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+            let mut pod: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
             pod["metadata"]["annotations"]["dind-injector.io/transport"] = json!(transport);
             let out = run_with_stdin(&["inject", "-f", "-"], &pod.to_string());
             assert!(out.status.success(), "{fixture}: {}", String::from_utf8_lossy(&out.stderr));
             let read = read_as_yaml_1_1(&String::from_utf8_lossy(&out.stdout));
 
             let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-            let decision = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in(namespace), &Default::default(), &ClusterInfo::default());
+            let decision =
+                inject::plan_injection(&typed(&pod), &NamespaceView::opted_in(namespace), &Default::default(), &ClusterInfo::default());
             let meant = match decision.outcome {
                 Outcome::Inject(i) => apply(&pod, &i.patch),
                 Outcome::Skip(_) => pod.clone(),

@@ -80,11 +80,14 @@ async fn namespace_cache_lists_then_watches_and_keeps_serving_when_the_apiserver
     assert_eq!(method, Method::GET);
     assert!(uri.starts_with("/api/v1/namespaces?"), "{uri}");
     assert!(!uri.contains("watch=true"), "the first call lists: {uri}");
-    send.send_response(respond(200, json!({
-        "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": "1000"},
-        "items": [namespace_meta("ci", "990", true), namespace_meta("default", "12", false)]
-    })));
+    send.send_response(respond(
+        200,
+        json!({
+            "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": "1000"},
+            "items": [namespace_meta("ci", "990", true), namespace_meta("default", "12", false)]
+        }),
+    ));
 
     let (method, uri, _, send) = next(&mut api).await;
     assert_eq!(method, Method::GET);
@@ -94,7 +97,8 @@ async fn namespace_cache_lists_then_watches_and_keeps_serving_when_the_apiserver
     assert!(ci.is_opted_in());
     assert_eq!(ci.annotations.get("dind-injector.io/memory").map(String::as_str), Some("2Gi"));
     assert!(cache.get("default").is_some_and(|v| !v.is_opted_in()));
-    let mut seen = vec![bounded("change", changes.recv()).await.unwrap_or_default(), bounded("change", changes.recv()).await.unwrap_or_default()];
+    let mut seen =
+        vec![bounded("change", changes.recv()).await.unwrap_or_default(), bounded("change", changes.recv()).await.unwrap_or_default()];
     seen.sort();
     assert_eq!(seen, ["ci", "default"], "every namespace is synced after a full list");
 
@@ -102,11 +106,14 @@ async fn namespace_cache_lists_then_watches_and_keeps_serving_when_the_apiserver
         json!({"type": "ADDED", "object": namespace_meta("team-b", "1001", true)}),
         json!({"type": "MODIFIED", "object": namespace_meta("ci", "1002", false)}),
     ];
-    let stream: Vec<u8> = events.iter().flat_map(|e| {
-        let mut line = serde_json::to_vec(e).unwrap_or_default();
-        line.push(b'\n');
-        line
-    }).collect();
+    let stream: Vec<u8> = events
+        .iter()
+        .flat_map(|e| {
+            let mut line = serde_json::to_vec(e).unwrap_or_default();
+            line.push(b'\n');
+            line
+        })
+        .collect();
     send.send_response(Response::builder().status(200).body(Body::from(stream)).unwrap_or_else(|e| panic!("{e}")));
     assert_eq!(bounded("change", changes.recv()).await.as_deref(), Some("team-b"));
     assert_eq!(bounded("change", changes.recv()).await.as_deref(), Some("ci"));
@@ -201,8 +208,11 @@ async fn an_unchanged_configmap_is_not_written_and_an_opted_out_namespace_loses_
     send.send_response(respond(200, configmap(true, DAEMON_JSON, "2001")));
     let (method, uri, _, send) = next(&mut api).await;
     assert_eq!((method, uri.split('?').next()), (Method::DELETE, Some(CM_PATH)));
-    send.send_response(respond(200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-        "details": {"name": CM, "kind": "configmaps", "uid": "cm-uid"}})));
+    send.send_response(respond(
+        200,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": CM, "kind": "configmaps", "uid": "cm-uid"}}),
+    ));
     let outcome = bounded("remove", task).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(outcome, Ok(SyncOutcome::Removed)), "{outcome:?}");
 
@@ -249,7 +259,15 @@ async fn the_first_replica_creates_the_secret_and_the_second_uses_it() {
     assert_eq!(body["type"], "kubernetes.io/tls");
     assert!(body["data"]["tls.key"].is_string() && body["data"]["ca.crt"].is_string());
     // The other replica was faster.
-    send.send_response(respond(409, status(409, "AlreadyExists", "secrets \"dind-injector-tls\" already exists", json!({"name": "dind-injector-tls", "kind": "secrets"}))));
+    send.send_response(respond(
+        409,
+        status(
+            409,
+            "AlreadyExists",
+            "secrets \"dind-injector-tls\" already exists",
+            json!({"name": "dind-injector-tls", "kind": "secrets"}),
+        ),
+    ));
     let (method, uri, _, send) = next(&mut api).await;
     assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH));
     send.send_response(respond(200, their_secret));
@@ -275,21 +293,33 @@ async fn ca_bundle_is_patched_where_it_differs() {
     };
     let (method, uri, _, send) = next(&mut api).await;
     assert_eq!((method, uri.as_str()), (Method::GET, "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/dind-injector"));
-    send.send_response(respond(200, json!({"kind": "MutatingWebhookConfiguration", "apiVersion": "admissionregistration.k8s.io/v1",
-        "metadata": {"name": "dind-injector", "resourceVersion": "42"}, "webhooks": [hook("inject.dind-injector.io", None)]})));
+    send.send_response(respond(
+        200,
+        json!({"kind": "MutatingWebhookConfiguration", "apiVersion": "admissionregistration.k8s.io/v1",
+        "metadata": {"name": "dind-injector", "resourceVersion": "42"}, "webhooks": [hook("inject.dind-injector.io", None)]}),
+    ));
     let (method, uri, body, send) = next(&mut api).await;
     assert_eq!(method, Method::PATCH);
     assert!(uri.starts_with("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/dind-injector"), "{uri}");
     assert_eq!(body[0]["path"], "/webhooks/0/clientConfig/caBundle", "{body}");
     use base64::Engine;
     assert_eq!(body[0]["value"], base64::engine::general_purpose::STANDARD.encode(bundle));
-    send.send_response(respond(200, json!({"kind": "MutatingWebhookConfiguration", "apiVersion": "admissionregistration.k8s.io/v1",
-        "metadata": {"name": "dind-injector", "resourceVersion": "43"}, "webhooks": [hook("inject.dind-injector.io", Some(bundle))]})));
+    send.send_response(respond(
+        200,
+        json!({"kind": "MutatingWebhookConfiguration", "apiVersion": "admissionregistration.k8s.io/v1",
+        "metadata": {"name": "dind-injector", "resourceVersion": "43"}, "webhooks": [hook("inject.dind-injector.io", Some(bundle))]}),
+    ));
     // The validating configuration already trusts this bundle: no patch.
     let (method, uri, _, send) = next(&mut api).await;
-    assert_eq!((method, uri.as_str()), (Method::GET, "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/dind-injector"));
-    send.send_response(respond(200, json!({"kind": "ValidatingWebhookConfiguration", "apiVersion": "admissionregistration.k8s.io/v1",
-        "metadata": {"name": "dind-injector", "resourceVersion": "44"}, "webhooks": [hook("validate.dind-injector.io", Some(bundle))]})));
+    assert_eq!(
+        (method, uri.as_str()),
+        (Method::GET, "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/dind-injector")
+    );
+    send.send_response(respond(
+        200,
+        json!({"kind": "ValidatingWebhookConfiguration", "apiVersion": "admissionregistration.k8s.io/v1",
+        "metadata": {"name": "dind-injector", "resourceVersion": "44"}, "webhooks": [hook("validate.dind-injector.io", Some(bundle))]}),
+    ));
     let changed = bounded("ensure_ca_bundle", task).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
     assert!(changed);
     assert_eq!(patched.load(Ordering::SeqCst), 1, "one patch reported");
@@ -337,10 +367,13 @@ async fn the_namespace_watch_is_connected_again_after_a_drop_though_nothing_chan
 
     let (_, uri, _, send) = next(&mut api).await;
     assert!(uri.starts_with("/api/v1/namespaces?") && !uri.contains("watch=true"), "{uri}");
-    send.send_response(respond(200, json!({
-        "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": "1000"}, "items": [namespace_meta("ci", "990", true)]
-    })));
+    send.send_response(respond(
+        200,
+        json!({
+            "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": "1000"}, "items": [namespace_meta("ci", "990", true)]
+        }),
+    ));
     let (_, uri, _, send) = next(&mut api).await;
     assert!(uri.contains("watch=true") && uri.contains("resourceVersion=1000"), "{uri}");
     assert!(cache.is_connected(), "a successful list is a connection");
@@ -403,12 +436,18 @@ async fn a_webhook_configuration_recreated_without_ca_bundle_is_corrected_by_the
     let (method, uri, _, send) = next(&mut api).await;
     assert_eq!(method, Method::GET);
     assert!(uri.starts_with(&format!("{MUTATING}?")) && uri.contains("fieldSelector=metadata.name%3Ddind-injector"), "by name only: {uri}");
-    send.send_response(respond(200, json!({"kind": "MutatingWebhookConfigurationList", "apiVersion": "admissionregistration.k8s.io/v1",
-        "metadata": {"resourceVersion": "100"}, "items": [mutating_configuration("42", Some(BUNDLE))]})));
+    send.send_response(respond(
+        200,
+        json!({"kind": "MutatingWebhookConfigurationList", "apiVersion": "admissionregistration.k8s.io/v1",
+        "metadata": {"resourceVersion": "100"}, "items": [mutating_configuration("42", Some(BUNDLE))]}),
+    ));
 
     // Then watched; a GitOps prune deletes it and applies it again, without caBundle.
     let (_, uri, _, send) = next(&mut api).await;
-    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=100") && uri.contains("fieldSelector=metadata.name%3Ddind-injector"), "{uri}");
+    assert!(
+        uri.contains("watch=true") && uri.contains("resourceVersion=100") && uri.contains("fieldSelector=metadata.name%3Ddind-injector"),
+        "{uri}"
+    );
     send.send_response(watch_stream(&[
         json!({"type": "DELETED", "object": mutating_configuration("101", Some(BUNDLE))}),
         json!({"type": "ADDED", "object": mutating_configuration("102", None)}),
@@ -449,8 +488,11 @@ async fn a_bundle_renewed_by_another_replica_is_kept_not_overwritten() {
     ));
     let renewed = format!("-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n{BUNDLE}");
     let (_, _, _, send) = next(&mut api).await;
-    send.send_response(respond(200, json!({"kind": "MutatingWebhookConfigurationList", "apiVersion": "admissionregistration.k8s.io/v1",
-        "metadata": {"resourceVersion": "100"}, "items": [mutating_configuration("42", Some(&renewed))]})));
+    send.send_response(respond(
+        200,
+        json!({"kind": "MutatingWebhookConfigurationList", "apiVersion": "admissionregistration.k8s.io/v1",
+        "metadata": {"resourceVersion": "100"}, "items": [mutating_configuration("42", Some(&renewed))]}),
+    ));
     let (method, uri, _, send) = next(&mut api).await;
     assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH), "a bundle we do not know: ask the Secret first");
     send.send_response(respond(200, tls_secret("8", "CERT2", "KEY2", &renewed)));
@@ -637,7 +679,10 @@ async fn a_development_certificate_in_the_secret_is_replaced() {
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(tls).unwrap_or_default()).unwrap_or_default()
     };
     assert_eq!(subject_alt_names(&ders(&tls)[0]).len(), 4);
-    send.send_response(respond(409, status(409, "Conflict", "the object has been modified", json!({"name": "dind-injector-tls", "kind": "secrets"}))));
+    send.send_response(respond(
+        409,
+        status(409, "Conflict", "the object has been modified", json!({"name": "dind-injector-tls", "kind": "secrets"})),
+    ));
     // Another replica replaced it first: theirs is used.
     let (method, uri, _, send) = next(&mut api).await;
     assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH));
@@ -653,8 +698,11 @@ async fn an_expired_resource_version_lists_again() {
     let (cache, driver) = NamespaceCache::start(client, Some(tx));
     let driver = tokio::spawn(driver);
     let list = |rv: &str, names: &[&str]| {
-        respond(200, json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
-            "items": names.iter().map(|n| namespace_meta(n, "5", true)).collect::<Vec<_>>()}))
+        respond(
+            200,
+            json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+            "items": names.iter().map(|n| namespace_meta(n, "5", true)).collect::<Vec<_>>()}),
+        )
     };
     let (_, _, _, send) = next(&mut api).await;
     send.send_response(list("1000", &["ci"]));

@@ -317,7 +317,8 @@ impl Binary {
                 keep.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
             }
         });
-        let (listen, health) = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("the server did not say where it listens: {e}"));
+        let (listen, health) =
+            rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("the server did not say where it listens: {e}"));
         Binary { child, _dir: dir, certs, addr: ok(listen.parse()), health: ok(health.parse()), lines }
     }
 
@@ -345,11 +346,7 @@ impl Binary {
     /// The uids of the reviews the server logged as answered.
     fn answered_uids(&self) -> HashSet<String> {
         let lines = self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        lines
-            .iter()
-            .filter(|v| v["message"] == "review")
-            .filter_map(|v| v["uid"].as_str().map(str::to_owned))
-            .collect()
+        lines.iter().filter(|v| v["message"] == "review").filter_map(|v| v["uid"].as_str().map(str::to_owned)).collect()
     }
 
     fn logged(&self, message: &str) -> bool {
@@ -382,10 +379,7 @@ async fn readyz(health: SocketAddr) -> Option<u16> {
 }
 
 fn metric_value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 /// A TLS stream to `addr` that has done its handshake and sent nothing (`http` offered by ALPN).
@@ -860,7 +854,8 @@ async fn oversized_and_deeply_nested_bodies_are_refused_fast_with_memory_bounded
         // decoder refuses it or ignores it, and either way the answer is quick.
         let mut deep_pod = support::review("gitlab");
         deep_pod["request"]["object"]["spec"]["x"] = Value::Null;
-        let text = ok(serde_json::to_string(&deep_pod)).replace("\"x\":null", &format!("\"x\":{}{}", "[".repeat(100_000), "]".repeat(100_000)));
+        let text =
+            ok(serde_json::to_string(&deep_pod)).replace("\"x\":null", &format!("\"x\":{}{}", "[".repeat(100_000), "]".repeat(100_000)));
         cases.push(("100k-deep unknown pod field", text.into_bytes(), 200, ""));
         for http in [Http::H1, Http::H2] {
             for (what, body, status, says) in &cases {
@@ -879,7 +874,11 @@ async fn oversized_and_deeply_nested_bodies_are_refused_fast_with_memory_bounded
                     }
                     other => ok(other),
                 };
-                eprintln!("{what} over {http:?}: HTTP {} after {took:?}: {}", answer.status, message(&answer).chars().take(160).collect::<String>());
+                eprintln!(
+                    "{what} over {http:?}: HTTP {} after {took:?}: {}",
+                    answer.status,
+                    message(&answer).chars().take(160).collect::<String>()
+                );
                 assert_eq!(answer.status, *status, "{what} over {http:?}: {}", answer.text());
                 assert!(message(&answer).contains(says), "{what}: {}", message(&answer));
                 assert!(took < Duration::from_secs(3), "{what} over {http:?} took {took:?}");
@@ -892,7 +891,8 @@ async fn oversized_and_deeply_nested_bodies_are_refused_fast_with_memory_bounded
         let started = Instant::now();
         ok(tls.write_all(head.as_bytes()).await);
         ok(tls.flush().await);
-        let (closed, got) = closed_within(&mut tls, started, Duration::from_secs(5)).await.unwrap_or_else(|| panic!("no answer to a 1 GiB Content-Length"));
+        let (closed, got) =
+            closed_within(&mut tls, started, Duration::from_secs(5)).await.unwrap_or_else(|| panic!("no answer to a 1 GiB Content-Length"));
         let took = closed.since_connect;
         let got = String::from_utf8_lossy(&got).into_owned();
         eprintln!("Content-Length 1 GiB, no body: {:?} after {took:?}", got.lines().next());
@@ -938,7 +938,11 @@ async fn oversized_and_deeply_nested_bodies_are_refused_fast_with_memory_bounded
         }
         let peak_kib = server.peak_rss_kib();
         let growth_mib = peak_kib.saturating_sub(before_kib) as f64 / 1024.0;
-        eprintln!("peak RSS {:.1} MiB (from {:.1} MiB at start, +{growth_mib:.1} MiB)", peak_kib as f64 / 1024.0, before_kib as f64 / 1024.0);
+        eprintln!(
+            "peak RSS {:.1} MiB (from {:.1} MiB at start, +{growth_mib:.1} MiB)",
+            peak_kib as f64 / 1024.0,
+            before_kib as f64 / 1024.0
+        );
         // Each body in flight is held at most twice (the frames as collected, and one
         // contiguous copy); 8 bodies of 6 MiB bound the growth at ~100 MiB.
         assert!(growth_mib < 8.0 * 2.0 * 6.0 + 16.0, "peak RSS grew by {growth_mib:.1} MiB");

@@ -37,7 +37,8 @@ fn hostile() -> Vec<(String, Vec<u8>)> {
         )
     };
     let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-    let annotated = r#"{"metadata":{"annotations":{"dind-injector.io/inject":"true"}},"spec":{"containers":[{"name":"build","image":"alpine"}]"#;
+    let annotated =
+        r#"{"metadata":{"annotations":{"dind-injector.io/inject":"true"}},"spec":{"containers":[{"name":"build","image":"alpine"}]"#;
     vec![
         ("100k-deep array".into(), "[".repeat(100_000).into_bytes()),
         ("100k-deep closed array".into(), deep(100_000).into_bytes()),

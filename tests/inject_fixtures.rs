@@ -7,8 +7,8 @@ mod support;
 use dind_injector::config::{Config, Mtu, SidecarMode, Transport};
 use dind_injector::inject::{self, ClusterInfo, InjectionStatus, Outcome, SkipReason};
 use dind_injector::namespace::NamespaceView;
-use dind_injector::webhook::{self, ReviewContext};
 use dind_injector::namespace::StaticNamespaces;
+use dind_injector::webhook::{self, ReviewContext};
 use serde_json::Value;
 use support::*;
 
@@ -86,7 +86,8 @@ fn every_runner_fixture_is_injected_correctly_in_every_mode_and_transport() {
                         let last = inits.last().unwrap_or_else(|| panic!("{what}: no init containers"));
                         assert_eq!(last.name, status.container, "{what}: sidecar must come after the runner's init containers");
                         assert_eq!(last.restart_policy.as_deref(), Some("Always"));
-                        let probe = last.startup_probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.clone()).unwrap_or_default();
+                        let probe =
+                            last.startup_probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.clone()).unwrap_or_default();
                         assert_eq!(probe.first().map(String::as_str), Some("docker"));
                         assert_eq!(probe.last().map(String::as_str), Some("info"));
                     }
@@ -96,19 +97,31 @@ fn every_runner_fixture_is_injected_correctly_in_every_mode_and_transport() {
                         assert!(inits.iter().all(|c| c.name != status.container));
                     }
                 }
-                let sidecar = spec.init_containers.iter().flatten().chain(spec.containers.iter()).find(|c| c.name == status.container).cloned().unwrap_or_default();
+                let sidecar = spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(spec.containers.iter())
+                    .find(|c| c.name == status.container)
+                    .cloned()
+                    .unwrap_or_default();
                 assert_eq!(sidecar.security_context.as_ref().and_then(|s| s.privileged), Some(true));
                 let args = sidecar.args.clone().unwrap_or_default();
                 assert_eq!(args.first().map(String::as_str), Some("dockerd"), "{what}: dockerd must be started explicitly");
                 assert!(args.iter().any(|a| a.starts_with("--host=")), "{what}");
-                assert!(!args.iter().chain(sidecar.command.iter().flatten()).any(|a| a.contains("0.0.0.0")), "{what}: never listen on all interfaces");
+                assert!(
+                    !args.iter().chain(sidecar.command.iter().flatten()).any(|a| a.contains("0.0.0.0")),
+                    "{what}: never listen on all interfaces"
+                );
                 let storage = spec.volumes.iter().flatten().find(|v| v.name == status.volumes[0]).and_then(|v| v.empty_dir.clone());
                 assert_eq!(storage.and_then(|e| e.size_limit).map(|q| q.0).as_deref(), Some("20Gi"), "{what}");
-                let daemon_cfg = spec.volumes.iter().flatten().find(|v| v.config_map.is_some()).and_then(|v| v.config_map.clone()).unwrap_or_default();
+                let daemon_cfg =
+                    spec.volumes.iter().flatten().find(|v| v.config_map.is_some()).and_then(|v| v.config_map.clone()).unwrap_or_default();
                 assert_eq!(daemon_cfg.optional, Some(true));
                 assert_eq!(daemon_cfg.name, "dind-injector-daemon-config");
 
-                let has_alias = spec.host_aliases.iter().flatten().any(|a| a.ip == "127.0.0.1" && a.hostnames.iter().flatten().any(|h| h == "docker"));
+                let has_alias =
+                    spec.host_aliases.iter().flatten().any(|a| a.ip == "127.0.0.1" && a.hostnames.iter().flatten().any(|h| h == "docker"));
                 assert_eq!(has_alias, transport != Transport::Unix, "{what}: docker host alias");
 
                 // A second pass (reinvocation) changes nothing and says nothing.
@@ -190,9 +203,15 @@ fn golden_files_hold_the_whole_injected_pod() {
 fn overrides_and_collisions_behave() {
     // The pod already uses our names; a user DOCKER_HOST that points elsewhere is kept and warned about.
     let mut pod = review_pod("gitlab");
-    if let Some(v) = pod["spec"]["volumes"].as_array_mut() { v.push(serde_json::json!({"name": "dind-storage", "emptyDir": {}})) }
-    if let Some(v) = pod["spec"]["containers"].as_array_mut() { v.push(serde_json::json!({"name": "dind", "image": "busybox"})) }
-    if let Some(v) = pod["spec"]["containers"][0]["env"].as_array_mut() { v.push(serde_json::json!({"name": "DOCKER_HOST", "value": "tcp://dind:2375"})) }
+    if let Some(v) = pod["spec"]["volumes"].as_array_mut() {
+        v.push(serde_json::json!({"name": "dind-storage", "emptyDir": {}}))
+    }
+    if let Some(v) = pod["spec"]["containers"].as_array_mut() {
+        v.push(serde_json::json!({"name": "dind", "image": "busybox"}))
+    }
+    if let Some(v) = pod["spec"]["containers"][0]["env"].as_array_mut() {
+        v.push(serde_json::json!({"name": "DOCKER_HOST", "value": "tcp://dind:2375"}))
+    }
     pod["metadata"]["annotations"]["dind-injector.io/memory"] = "99Gi".into();
     pod["metadata"]["annotations"]["dind-injector.io/mtu"] = "1400".into();
     let (patched, decision) = inject(&pod, &Config::default());
@@ -254,7 +273,10 @@ fn the_sidecar_mirrors_each_runners_workspace() {
             let (patched, i, warnings) = injected_with(&review_pod(fixture), &config(SidecarMode::Native, transport));
             let mounts = sidecar_mounts(&i);
             for (volume, path) in want {
-                assert!(mounts.contains(&(volume.to_string(), path.to_string())), "{fixture} {transport:?}: {volume} at {path} not mirrored: {mounts:?}");
+                assert!(
+                    mounts.contains(&(volume.to_string(), path.to_string())),
+                    "{fixture} {transport:?}: {volume} at {path} not mirrored: {mounts:?}"
+                );
                 let m = i.sidecar.volume_mounts.iter().flatten().find(|m| m.mount_path == *path).cloned().unwrap_or_default();
                 assert_eq!(m.read_only, None, "{fixture}: mirrored read-write");
             }
@@ -315,7 +337,11 @@ fn what_is_never_mirrored_and_what_collides() {
     let cache = i.sidecar.volume_mounts.iter().flatten().find(|m| m.name == "cache").cloned().unwrap_or_default();
     assert_eq!((cache.mount_path.as_str(), cache.sub_path.as_deref()), ("/cache", Some("gradle")));
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].contains("\"build\"") && w[0].contains("/var/run") && w[0].contains("dind-injector.io/workspace: \"-/var/run\""), "{}", w[0]);
+    assert!(
+        w[0].contains("\"build\"") && w[0].contains("/var/run") && w[0].contains("dind-injector.io/workspace: \"-/var/run\""),
+        "{}",
+        w[0]
+    );
 }
 
 #[test]
@@ -343,11 +369,26 @@ fn gitlab_jobs_written_for_the_dind_docs_work_unchanged() {
     let p = typed(&patched);
     assert_eq!(env_of(&p, "build", "DOCKER_HOST").as_deref(), Some("tcp://docker:2375"));
     assert_eq!(env_of(&p, "svc-0", "DOCKER_HOST").as_deref(), Some("tcp://127.0.0.1:2375"));
-    assert!(p.spec.and_then(|s| s.host_aliases).unwrap_or_default().iter().any(|a| a.ip == "127.0.0.1" && a.hostnames.iter().flatten().any(|h| h == "docker")));
+    assert!(
+        p.spec
+            .and_then(|s| s.host_aliases)
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.ip == "127.0.0.1" && a.hostnames.iter().flatten().any(|h| h == "docker"))
+    );
 
     // GitLab's documented TLS setup.
     let mut pod = review_pod("gitlab");
-    set_env(&mut pod, 0, &[("DOCKER_HOST", "tcp://docker:2376"), ("DOCKER_TLS_CERTDIR", "/certs"), ("DOCKER_CERT_PATH", "/certs/client"), ("DOCKER_TLS_VERIFY", "1")]);
+    set_env(
+        &mut pod,
+        0,
+        &[
+            ("DOCKER_HOST", "tcp://docker:2376"),
+            ("DOCKER_TLS_CERTDIR", "/certs"),
+            ("DOCKER_CERT_PATH", "/certs/client"),
+            ("DOCKER_TLS_VERIFY", "1"),
+        ],
+    );
     let (patched, i, w) = injected_with(&pod, &Config::default());
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(i.settings.transport, Transport::TcpTls);

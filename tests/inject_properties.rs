@@ -105,8 +105,16 @@ fn annotation_value() -> impl Strategy<Value = String> {
 
 fn annotation_key() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("image"), Just("transport"), Just("containers"), Just("cpu"), Just("memory"),
-        Just("storage"), Just("mtu"), Just("sidecar-mode"), Just("runner"), Just("inject"),
+        Just("image"),
+        Just("transport"),
+        Just("containers"),
+        Just("cpu"),
+        Just("memory"),
+        Just("storage"),
+        Just("mtu"),
+        Just("sidecar-mode"),
+        Just("runner"),
+        Just("inject"),
         Just("workspace"),
     ]
     .prop_map(|k| format!("dind-injector.io/{k}"))
@@ -120,11 +128,7 @@ fn container() -> impl Strategy<Value = GenContainer> {
         name(),
         prop::collection::vec(env_entry(), 0..4),
         prop::collection::vec((0usize..8, mount_path()), 0..3),
-        prop::option::of(prop_oneof![
-            Just("golang:1.23".to_string()),
-            Just("docker:27-cli".to_string()),
-            Just("docker:dind".to_string()),
-        ]),
+        prop::option::of(prop_oneof![Just("golang:1.23".to_string()), Just("docker:27-cli".to_string()), Just("docker:dind".to_string()),]),
     )
 }
 
@@ -321,7 +325,11 @@ fn overlaps(a: &str, b: &str) -> bool {
 
 /// The sidecar sees the job's workspace and nothing else of the job's; its own socket is private;
 /// TCP is on 127.0.0.1 only; TLS certificates are where each job's DOCKER_CERT_PATH says.
-fn check_the_jobs_world(pod: &k8s_openapi::api::core::v1::Pod, status: &InjectionStatus, injection: &inject::Injection) -> Result<(), TestCaseError> {
+fn check_the_jobs_world(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    status: &InjectionStatus,
+    injection: &inject::Injection,
+) -> Result<(), TestCaseError> {
     let spec = pod.spec.clone().unwrap_or_default();
     let sidecar = &injection.sidecar;
     let args = sidecar.args.clone().unwrap_or_default();
@@ -329,23 +337,38 @@ fn check_the_jobs_world(pod: &k8s_openapi::api::core::v1::Pod, status: &Injectio
     for host in args.iter().filter_map(|a| a.strip_prefix("--host=tcp://")) {
         prop_assert!(host.starts_with("127.0.0.1:"), "{host}");
     }
-    let own: Vec<String> = sidecar.volume_mounts.iter().flatten().filter(|m| status.volumes.contains(&m.name)).map(|m| m.mount_path.clone()).collect();
+    let own: Vec<String> =
+        sidecar.volume_mounts.iter().flatten().filter(|m| status.volumes.contains(&m.name)).map(|m| m.mount_path.clone()).collect();
     for m in sidecar.volume_mounts.iter().flatten().filter(|m| !status.volumes.contains(&m.name)) {
         let recorded = status.mirrored.iter().any(|r| r.volume == m.name && r.path == m.mount_path && r.sub_path == m.sub_path);
         prop_assert!(recorded, "sidecar mount {} at {} not recorded", m.name, m.mount_path);
         let v = spec.volumes.iter().flatten().find(|v| v.name == m.name).cloned().unwrap_or_default();
         prop_assert!(v.empty_dir.is_some() || v.ephemeral.is_some() || v.persistent_volume_claim.is_some(), "{} mirrored", m.name);
-        let by_target = spec.containers.iter().filter(|c| status.targets.contains(&c.name))
+        let by_target = spec
+            .containers
+            .iter()
+            .filter(|c| status.targets.contains(&c.name))
             .any(|c| c.volume_mounts.iter().flatten().any(|j| j.name == m.name && j.mount_path.trim_end_matches('/') == m.mount_path));
         prop_assert!(by_target, "{} at {} is no target's mount", m.name, m.mount_path);
-        for r in own.iter().map(String::as_str).chain(["/var/run", "/var/lib/docker", "/etc/docker", "/var/run/secrets/kubernetes.io/serviceaccount"]) {
+        for r in own.iter().map(String::as_str).chain([
+            "/var/run",
+            "/var/lib/docker",
+            "/etc/docker",
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+        ]) {
             prop_assert!(!overlaps(r, &m.mount_path), "{} overlaps {r}", m.mount_path);
         }
     }
     if injection.settings.transport == Transport::TcpTls {
         for c in spec.containers.iter().filter(|c| status.targets.contains(&c.name)) {
             let certs = c.volume_mounts.iter().flatten().find(|m| m.sub_path.as_deref() == Some("client")).map(|m| m.mount_path.clone());
-            let cert_path = c.env.iter().flatten().find(|e| e.name == "DOCKER_CERT_PATH").and_then(|e| e.value.clone()).filter(|p| p.starts_with('/') && p.len() > 1 && !p.contains(".."));
+            let cert_path = c
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "DOCKER_CERT_PATH")
+                .and_then(|e| e.value.clone())
+                .filter(|p| p.starts_with('/') && p.len() > 1 && !p.contains(".."));
             if let (Some(certs), Some(path)) = (certs, cert_path) {
                 prop_assert_eq!(certs, path.trim().trim_end_matches('/'));
             }

@@ -100,24 +100,13 @@ enum Scenario {
 
 use Scenario::*;
 
-const ALL: &[Scenario] = &[
-    Info,
-    Build,
-    BindWorkspace,
-    Compose,
-    Scanner,
-    PublishedPort,
-    Mtu,
-];
+const ALL: &[Scenario] = &[Info, Build, BindWorkspace, Compose, Scanner, PublishedPort, Mtu];
 
 const MIRROR: &str = "https://mirror.dind-injector.test";
 
 fn script(s: Scenario) -> (&'static str, Vec<&'static str>) {
     match s {
-        Info => (
-            "docker info --format 'mirrors={{json .RegistryConfig.Mirrors}}'\n",
-            vec!["mirror.dind-injector.test"],
-        ),
+        Info => ("docker info --format 'mirrors={{json .RegistryConfig.Mirrors}}'\n", vec!["mirror.dind-injector.test"]),
         Build => (
             r#"mkdir -p ctx
 echo from-the-workspace > ctx/msg
@@ -177,10 +166,7 @@ docker rm -f web >/dev/null
             r#"if DOCKER_TLS_VERIFY= DOCKER_CERT_PATH= docker --host=tcp://127.0.0.1:2376 version >/dev/null 2>&1; then echo "a client without certificates got in"; else echo refused-without-certificates; fi
 if DOCKER_TLS_VERIFY= DOCKER_CERT_PATH= docker --host=tcp://127.0.0.1:2376 --tls version >/dev/null 2>&1; then echo "a client with TLS but no certificate got in"; else echo refused-without-a-client-certificate; fi
 "#,
-            vec![
-                "refused-without-certificates",
-                "refused-without-a-client-certificate",
-            ],
+            vec!["refused-without-certificates", "refused-without-a-client-certificate"],
         ),
         Mtu => (
             r#"echo "container mtu $(docker run --rm busybox cat /sys/class/net/eth0/mtu)"
@@ -194,18 +180,13 @@ docker network rm job-net >/dev/null
             r#"echo written-by-the-job > marker
 if docker run --rm -v "$PWD":/src busybox cat /src/marker; then echo "the daemon saw the workspace"; else echo the-daemon-does-not-see-the-workspace; fi
 "#,
-            vec![
-                "No such file or directory",
-                "the-daemon-does-not-see-the-workspace",
-            ],
+            vec!["No such file or directory", "the-daemon-does-not-see-the-workspace"],
         ),
     }
 }
 
 fn engine_or_skip(test: &str) -> Option<&'static Engine> {
-    let why = engine::missing_prerequisite()
-        .map(Err)
-        .unwrap_or_else(|| engine::engine().map(|_| ()));
+    let why = engine::missing_prerequisite().map(Err).unwrap_or_else(|| engine::engine().map(|_| ()));
     match why {
         Ok(()) => engine::engine().ok(),
         Err(why) => {
@@ -213,10 +194,7 @@ fn engine_or_skip(test: &str) -> Option<&'static Engine> {
                 panic!("{test}: the engine tests cannot run: {why}");
             }
             // Straight to stderr: the test harness hides what eprintln! prints in a passing test.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: {why} (set DIND_INJECTOR_REQUIRE_DOCKERD=1 to make this a failure)"
-            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (set DIND_INJECTOR_REQUIRE_DOCKERD=1 to make this a failure)");
             None
         }
     }
@@ -230,20 +208,13 @@ fn injected(engine: &Engine, p: &Pod) -> (k8s_openapi::api::core::v1::Pod, Strin
             a.insert((*k).to_owned(), json!(v));
         }
     }
-    let containers = pod["spec"]["containers"]
-        .as_array_mut()
-        .unwrap_or_else(|| panic!("{}: the fixture pod has no containers", p.fixture));
-    let job = containers
-        .iter_mut()
-        .find(|c| c["name"] == p.job)
-        .unwrap_or_else(|| panic!("{}: no container {}", p.fixture, p.job));
+    let containers = pod["spec"]["containers"].as_array_mut().unwrap_or_else(|| panic!("{}: the fixture pod has no containers", p.fixture));
+    let job = containers.iter_mut().find(|c| c["name"] == p.job).unwrap_or_else(|| panic!("{}: no container {}", p.fixture, p.job));
     for (k, v) in p.job_env {
         if !job["env"].is_array() {
             job["env"] = json!([]);
         }
-        let env = job["env"]
-            .as_array_mut()
-            .unwrap_or_else(|| panic!("{}: env is not a list", p.fixture));
+        let env = job["env"].as_array_mut().unwrap_or_else(|| panic!("{}: env is not a list", p.fixture));
         env.retain(|e| e["name"] != *k);
         env.push(json!({"name": k, "value": v}));
     }
@@ -260,21 +231,10 @@ fn injected(engine: &Engine, p: &Pod) -> (k8s_openapi::api::core::v1::Pod, Strin
     let mut config = Config::default();
     config.sidecar.image = format!("docker:{}-dind", engine.dind_version);
     config.daemon.registry_mirrors = vec![MIRROR.into()];
-    let decision = inject::plan_injection(
-        &typed(&pod),
-        &NamespaceView::opted_in("ci"),
-        &config,
-        &ClusterInfo::default(),
-    );
-    let Outcome::Inject(injection) = &decision.outcome else {
-        panic!("{}: not injected: {:?}", p.fixture, decision.outcome)
-    };
+    let decision = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in("ci"), &config, &ClusterInfo::default());
+    let Outcome::Inject(injection) = &decision.outcome else { panic!("{}: not injected: {:?}", p.fixture, decision.outcome) };
     let patched = apply(&pod, &injection.patch);
-    (
-        typed(&patched),
-        injection.status.container.clone(),
-        decision.warnings.clone(),
-    )
+    (typed(&patched), injection.status.container.clone(), decision.warnings.clone())
 }
 
 /// Runs the scenarios in one sandbox; panics with every failure and its output.
@@ -296,23 +256,14 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
     let mut failures: Vec<String> = Vec::new();
     // Nothing leaves the pod: no default route in its network namespace.
     let routes = sb.in_sidecar("cat /proc/net/route");
-    if routes
-        .lines()
-        .skip(1)
-        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
-    {
-        failures.push(format!(
-            "the pod's network namespace has a default route:\n{routes}"
-        ));
+    if routes.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("00000000")) {
+        failures.push(format!("the pod's network namespace has a default route:\n{routes}"));
     }
     // TCP listeners of the daemon only on 127.0.0.1 (2375 = 0x094F, 2376 = 0x0950).
-    let listening = sb
-        .in_sidecar("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" {print $2}'");
+    let listening = sb.in_sidecar("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" {print $2}'");
     for l in listening.split_whitespace() {
         if (l.ends_with(":094F") || l.ends_with(":0950")) && !l.starts_with("0100007F:") {
-            failures.push(format!(
-                "the daemon listens on {l} (hex address:port), not only on 127.0.0.1"
-            ));
+            failures.push(format!("the daemon listens on {l} (hex address:port), not only on 127.0.0.1"));
         }
     }
     let iptables = sb.in_sidecar("iptables --version; iptables -t nat -S POSTROUTING | head -n 3");
@@ -334,19 +285,12 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
         // once more and is reported. A scenario our injection breaks fails both times.
         let mut retried = String::new();
         if run.ok && !missing.is_empty() {
-            retried = format!(
-                " (2nd try: the 1st exited 0 without {missing:?}; it printed {:?})",
-                run.output.trim_end()
-            );
+            retried = format!(" (2nd try: the 1st exited 0 without {missing:?}; it printed {:?})", run.output.trim_end());
             run = sb.job(p.workdir, text);
             missing = want.iter().filter(|w| !run.output.contains(**w)).collect();
         }
         let ok = run.ok && missing.is_empty();
-        report.push(format!(
-            "  {s:?}: {} in {:.1}s{retried}",
-            if ok { "ok" } else { "FAILED" },
-            t.elapsed().as_secs_f64()
-        ));
+        report.push(format!("  {s:?}: {} in {:.1}s{retried}", if ok { "ok" } else { "FAILED" }, t.elapsed().as_secs_f64()));
         if !ok {
             failures.push(format!(
                 "{s:?}: exit {:?}, expected {:?} in the output; the job printed:\n{}",
@@ -356,9 +300,7 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
             ));
         }
     }
-    let job_env = engine
-        .docker(&["exec", &sb.job, "sh", "-c", "env | grep ^DOCKER_ | sort"])
-        .unwrap_or_else(|e| e);
+    let job_env = engine.docker(&["exec", &sb.job, "sh", "-c", "env | grep ^DOCKER_ | sort"]).unwrap_or_else(|e| e);
     eprintln!(
         "{test}: pod up in {setup:.1}s (dockerd ready {:.1}s after the sidecar started), total {:.1}s\n  sidecar args: {:?}\n  job env: {}\n  nested iptables: {}\n  warnings: {warnings:?}\n{}",
         sb.ready_after,
@@ -369,11 +311,7 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
         report.join("\n")
     );
     if !failures.is_empty() {
-        let mut msg = format!(
-            "{test}: {} of {} checks failed\njob DOCKER_ env:\n{job_env}\n",
-            failures.len(),
-            scenarios.len()
-        );
+        let mut msg = format!("{test}: {} of {} checks failed\njob DOCKER_ env:\n{job_env}\n", failures.len(), scenarios.len());
         for f in &failures {
             msg.push_str(&format!("--- {f}\n"));
         }
@@ -383,10 +321,7 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
             eprintln!("{test}: failed as the admission warning said it would ({needle}):\n{msg}");
             return;
         }
-        msg.push_str(&format!(
-            "--- sidecar log (tail):\n{}",
-            sb.logs(&sb.sidecar)
-        ));
+        msg.push_str(&format!("--- sidecar log (tail):\n{}", sb.logs(&sb.sidecar)));
         panic!("{msg}");
     }
 }
@@ -398,14 +333,7 @@ fn runner_pod(fixture: &'static str, annotations: &'static [(&'static str, &'sta
         "harness" => ("step-2", "/harness"),
         _ => ("build", "/builds/acme/webapp"),
     };
-    Pod {
-        fixture,
-        job,
-        workdir,
-        annotations,
-        job_env: &[],
-        run_as: None,
-    }
+    Pod { fixture, job, workdir, annotations, job_env: &[], run_as: None }
 }
 
 fn gitlab(annotations: &'static [(&'static str, &'static str)]) -> Pod {
@@ -416,10 +344,7 @@ fn gitlab(annotations: &'static [(&'static str, &'static str)]) -> Pod {
 fn gitlab_unix_native() {
     run_pod(
         "gitlab-unix-native",
-        gitlab(&[
-            ("dind-injector.io/transport", "unix"),
-            ("dind-injector.io/sidecar-mode", "native"),
-        ]),
+        gitlab(&[("dind-injector.io/transport", "unix"), ("dind-injector.io/sidecar-mode", "native")]),
         ALL,
         None,
     );
@@ -431,10 +356,7 @@ fn gitlab_tcp_tls_native() {
     s.push(TlsRefusesStrangers);
     run_pod(
         "gitlab-tcp-tls-native",
-        gitlab(&[
-            ("dind-injector.io/transport", "tcp-tls"),
-            ("dind-injector.io/sidecar-mode", "native"),
-        ]),
+        gitlab(&[("dind-injector.io/transport", "tcp-tls"), ("dind-injector.io/sidecar-mode", "native")]),
         &s,
         None,
     );
@@ -442,25 +364,14 @@ fn gitlab_tcp_tls_native() {
 
 #[test]
 fn gitlab_tcp_native() {
-    run_pod(
-        "gitlab-tcp-native",
-        gitlab(&[
-            ("dind-injector.io/transport", "tcp"),
-            ("dind-injector.io/sidecar-mode", "native"),
-        ]),
-        ALL,
-        None,
-    );
+    run_pod("gitlab-tcp-native", gitlab(&[("dind-injector.io/transport", "tcp"), ("dind-injector.io/sidecar-mode", "native")]), ALL, None);
 }
 
 #[test]
 fn gitlab_unix_container_mode() {
     run_pod(
         "gitlab-unix-container",
-        gitlab(&[
-            ("dind-injector.io/transport", "unix"),
-            ("dind-injector.io/sidecar-mode", "container"),
-        ]),
+        gitlab(&[("dind-injector.io/transport", "unix"), ("dind-injector.io/sidecar-mode", "container")]),
         &[Info, Build, BindWorkspace],
         None,
     );
@@ -474,19 +385,8 @@ fn buildkite_unix_native() {
 
 #[test]
 fn buildkite_tcp_tls_container_mode() {
-    let p = runner_pod(
-        "buildkite",
-        &[
-            ("dind-injector.io/transport", "tcp-tls"),
-            ("dind-injector.io/sidecar-mode", "container"),
-        ],
-    );
-    run_pod(
-        "buildkite-tcp-tls-container",
-        p,
-        &[Info, BindWorkspace, TlsRefusesStrangers],
-        None,
-    );
+    let p = runner_pod("buildkite", &[("dind-injector.io/transport", "tcp-tls"), ("dind-injector.io/sidecar-mode", "container")]);
+    run_pod("buildkite-tcp-tls-container", p, &[Info, BindWorkspace, TlsRefusesStrangers], None);
 }
 
 #[test]
@@ -498,19 +398,8 @@ fn harness_unix_native() {
 /// The most common `.gitlab-ci.yml` in the wild: `DOCKER_HOST: tcp://docker:2375`, TLS off.
 #[test]
 fn gitlab_documented_tcp_setup_unchanged() {
-    let p = Pod {
-        job_env: &[
-            ("DOCKER_HOST", "tcp://docker:2375"),
-            ("DOCKER_TLS_CERTDIR", ""),
-        ],
-        ..gitlab(&[])
-    };
-    run_pod(
-        "gitlab-documented-tcp",
-        p,
-        &[Info, Build, BindWorkspace, Compose],
-        None,
-    );
+    let p = Pod { job_env: &[("DOCKER_HOST", "tcp://docker:2375"), ("DOCKER_TLS_CERTDIR", "")], ..gitlab(&[]) };
+    run_pod("gitlab-documented-tcp", p, &[Info, Build, BindWorkspace, Compose], None);
 }
 
 /// GitLab's documented TLS setup: `tcp://docker:2376` with `/certs`.
@@ -525,12 +414,7 @@ fn gitlab_documented_tls_setup_unchanged() {
         ],
         ..gitlab(&[])
     };
-    run_pod(
-        "gitlab-documented-tls",
-        p,
-        &[Info, Build, BindWorkspace, Compose],
-        None,
-    );
+    run_pod("gitlab-documented-tls", p, &[Info, Build, BindWorkspace, Compose], None);
 }
 
 /// The harness sees the failure issue 9 reported when the workspace is not mirrored.
@@ -538,10 +422,7 @@ fn gitlab_documented_tls_setup_unchanged() {
 fn gitlab_workspace_not_mirrored_control() {
     run_pod(
         "gitlab-unmirrored-control",
-        gitlab(&[
-            ("dind-injector.io/transport", "unix"),
-            ("dind-injector.io/workspace", "off"),
-        ]),
+        gitlab(&[("dind-injector.io/transport", "unix"), ("dind-injector.io/workspace", "off")]),
         &[WorkspaceNotMirrored],
         None,
     );
@@ -549,16 +430,8 @@ fn gitlab_workspace_not_mirrored_control() {
 
 #[test]
 fn non_root_job_with_fs_group() {
-    let p = Pod {
-        run_as: Some((1000, None, Some(1000))),
-        ..gitlab(&[("dind-injector.io/transport", "unix")])
-    };
-    run_pod(
-        "gitlab-non-root-fsgroup",
-        p,
-        &[Info, Build, BindWorkspace],
-        None,
-    );
+    let p = Pod { run_as: Some((1000, None, Some(1000))), ..gitlab(&[("dind-injector.io/transport", "unix")]) };
+    run_pod("gitlab-non-root-fsgroup", p, &[Info, Build, BindWorkspace], None);
 }
 
 /// No fsGroup, no runAsGroup: the runtime gives the job group 0 (uid 1000 is not in the image's
@@ -566,32 +439,16 @@ fn non_root_job_with_fs_group() {
 /// response would have to say exactly why.
 #[test]
 fn non_root_job_without_fs_group() {
-    let p = Pod {
-        run_as: Some((1000, None, None)),
-        ..gitlab(&[("dind-injector.io/transport", "unix")])
-    };
-    run_pod(
-        "gitlab-non-root-no-fsgroup",
-        p,
-        &[Info, BindWorkspace],
-        Some("fsGroup"),
-    );
+    let p = Pod { run_as: Some((1000, None, None)), ..gitlab(&[("dind-injector.io/transport", "unix")]) };
+    run_pod("gitlab-non-root-no-fsgroup", p, &[Info, BindWorkspace], Some("fsGroup"));
 }
 
 /// No fsGroup, but a runAsGroup: the socket must belong to a group the job has (or the
 /// response says exactly why not).
 #[test]
 fn non_root_job_with_run_as_group_only() {
-    let p = Pod {
-        run_as: Some((1000, Some(1000), None)),
-        ..gitlab(&[("dind-injector.io/transport", "unix")])
-    };
-    run_pod(
-        "gitlab-non-root-run-as-group",
-        p,
-        &[Info, BindWorkspace],
-        Some("fsGroup"),
-    );
+    let p = Pod { run_as: Some((1000, Some(1000), None)), ..gitlab(&[("dind-injector.io/transport", "unix")]) };
+    run_pod("gitlab-non-root-run-as-group", p, &[Info, BindWorkspace], Some("fsGroup"));
 }
 
 /// A Buildkite Job's pod runs its build and finishes; then the Job controller removes its
@@ -608,15 +465,10 @@ fn buildkite_job_pod_finishes_and_its_finalizer_is_removed() {
     };
     let p = runner_pod("buildkite", &[("dind-injector.io/transport", "unix")]);
     let (pod, sidecar, _) = injected(engine, &p);
-    let sb = Sandbox::start(engine, test, &pod, &sidecar, p.job, None)
-        .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
+    let sb = Sandbox::start(engine, test, &pod, &sidecar, p.job, None).unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
     let (text, want) = script(Build);
     let run = sb.job(p.workdir, text);
-    assert!(
-        run.ok && want.iter().all(|w| run.output.contains(w)),
-        "{test}: the build failed:\n{}",
-        run.output
-    );
+    assert!(run.ok && want.iter().all(|w| run.output.contains(w)), "{test}: the build failed:\n{}", run.output);
     drop(sb);
 
     // The pod as stored, finished: the job containers exited 0, the phase is Succeeded.
@@ -626,16 +478,14 @@ fn buildkite_job_pod_finishes_and_its_finalizer_is_removed() {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false, "restartCount": 0,
-            "started": false, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}))
+        .map(|c| {
+            json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false, "restartCount": 0,
+            "started": false, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}})
+        })
         .collect();
     finished["status"] = json!({"phase": "Succeeded", "containerStatuses": statuses});
     let finalizers = finished["metadata"]["finalizers"].clone();
-    assert_eq!(
-        finalizers,
-        json!(["batch.kubernetes.io/job-tracking"]),
-        "the Buildkite fixture is a Job's pod"
-    );
+    assert_eq!(finalizers, json!(["batch.kubernetes.io/job-tracking"]), "the Buildkite fixture is a Job's pod");
     let mut released = finished.clone();
     released["metadata"]["finalizers"] = json!([]);
     let request = support::cel::Requests::recorded().update(&finished, &released);
@@ -652,13 +502,8 @@ fn buildkite_job_pod_finishes_and_its_finalizer_is_removed() {
         // The mutating webhook's rules match CREATE only: its condition is evaluated above for
         // errors' sake, whatever it says.
         for (webhook, _) in conditions.by_webhook.iter() {
-            let sent = conditions
-                .sends(webhook, &request)
-                .unwrap_or_else(|e| panic!("{origin}: the finalizer removal is refused: {e}"));
-            assert!(
-                !sent || webhook == "inject.dind-injector.io",
-                "{origin}: {webhook} is called for the finalizer removal"
-            );
+            let sent = conditions.sends(webhook, &request).unwrap_or_else(|e| panic!("{origin}: the finalizer removal is refused: {e}"));
+            assert!(!sent || webhook == "inject.dind-injector.io", "{origin}: {webhook} is called for the finalizer removal");
         }
     }
 
@@ -667,17 +512,10 @@ fn buildkite_job_pod_finishes_and_its_finalizer_is_removed() {
         let server = support::serve::start(None).await;
         let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
         let body = serde_json::to_vec(&review).unwrap_or_default();
-        let answer = server
-            .post(support::tls_client::Http::H2, "/validate", body)
-            .await
-            .json();
+        let answer = server.post(support::tls_client::Http::H2, "/validate", body).await.json();
         server.stop().await;
         answer
     });
     assert_eq!(answer["response"]["uid"], request["uid"], "{answer}");
-    assert_eq!(
-        answer["response"]["allowed"],
-        json!(true),
-        "/validate refused the finalizer removal: {answer}"
-    );
+    assert_eq!(answer["response"]["allowed"], json!(true), "/validate refused the finalizer removal: {answer}");
 }

@@ -12,17 +12,12 @@ use dind_injector::annotations::{INJECT, INJECTION_ENABLED, INJECTION_LABEL, POD
 use dind_injector::config::Config;
 use dind_injector::server::REVIEW_ENDPOINTS;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-    ValidatingWebhookConfiguration, WebhookClientConfig,
+    MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, PodSpec, Probe, Service, ServiceAccount, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Probe, Service, ServiceAccount, Volume, VolumeMount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -73,25 +68,19 @@ fn repo_root() -> PathBuf {
 /// `kubectl kustomize` of `dir` (relative to the repository root: kustomize refuses absolute paths).
 fn kustomize(dir: &str) -> String {
     let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
-    let output = Command::new(&kubectl)
-        .arg("kustomize")
-        .arg(dir)
-        .current_dir(repo_root())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{kubectl} kustomize {dir}`: {e}. These tests need kubectl (it \
+    let output = Command::new(&kubectl).arg("kustomize").arg(dir).current_dir(repo_root()).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run `{kubectl} kustomize {dir}`: {e}. These tests need kubectl (it \
                  bundles kustomize): install it (https://kubernetes.io/docs/tasks/tools/) or set KUBECTL to its path"
-            )
-        });
+        )
+    });
     assert!(
         output.status.success(),
         "`{kubectl} kustomize {dir}` failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout)
-        .unwrap_or_else(|e| panic!("kustomize output is not UTF-8: {e}"))
+    String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("kustomize output is not UTF-8: {e}"))
 }
 
 /// Parses `value` as `T`, and fails if `T` does not carry every field of it back: a field the
@@ -99,8 +88,7 @@ fn kustomize(dir: &str) -> String {
 /// silently by the apiserver.
 fn typed<T: DeserializeOwned + Serialize>(value: &Value, what: &str) -> T {
     let parsed: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
-    let back =
-        serde_json::to_value(&parsed).unwrap_or_else(|e| panic!("{what}: cannot serialize: {e}"));
+    let back = serde_json::to_value(&parsed).unwrap_or_else(|e| panic!("{what}: cannot serialize: {e}"));
     if let Some(difference) = first_difference(value, &back, "") {
         panic!("{what}: not a valid Kubernetes object ({difference})");
     }
@@ -121,15 +109,11 @@ fn first_difference(written: &Value, understood: &Value, path: &str) -> Option<S
                     }
                 }
             }
-            b.keys()
-                .find(|k| !a.contains_key(*k))
-                .map(|k| format!("field {path}.{k} appeared on parsing"))
+            b.keys().find(|k| !a.contains_key(*k)).map(|k| format!("field {path}.{k} appeared on parsing"))
         }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
-            .iter()
-            .zip(b)
-            .enumerate()
-            .find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]"))),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]")))
+        }
         _ if written == understood => None,
         _ => Some(format!("{path}: {written} is read as {understood}")),
     }
@@ -141,22 +125,16 @@ fn render(overlay: &str) -> Rendered {
 
 fn render_dir(overlay: &str, dir: &str) -> Rendered {
     let text = kustomize(dir);
-    let mut rendered = Rendered {
-        overlay: overlay.to_owned(),
-        ..Rendered::default()
-    };
-    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
-        .unwrap_or_else(|e| panic!("{overlay}: kustomize output is not YAML: {e}"));
+    let mut rendered = Rendered { overlay: overlay.to_owned(), ..Rendered::default() };
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{overlay}: kustomize output is not YAML: {e}"));
     for value in documents {
         if value.is_null() {
             continue;
         }
         let kind = value["kind"].as_str().unwrap_or_default().to_owned();
         let api_version = value["apiVersion"].as_str().unwrap_or_default().to_owned();
-        let name = value["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let name = value["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let what = format!("{overlay}: {kind} {name}");
         match kind.as_str() {
             "Namespace" => rendered.namespaces.push(typed(&value, &what)),
@@ -171,12 +149,8 @@ fn render_dir(overlay: &str, dir: &str) -> Rendered {
             "RoleBinding" => rendered.role_bindings.push(typed(&value, &what)),
             "MutatingWebhookConfiguration" => rendered.mutating.push(typed(&value, &what)),
             "ValidatingWebhookConfiguration" => rendered.validating.push(typed(&value, &what)),
-            "Certificate" | "Issuer" if api_version == "cert-manager.io/v1" => {
-                rendered.cert_manager.push(value)
-            }
-            _ => panic!(
-                "{what} ({api_version}): an object of a kind these manifests should not contain"
-            ),
+            "Certificate" | "Issuer" if api_version == "cert-manager.io/v1" => rendered.cert_manager.push(value),
+            _ => panic!("{what} ({api_version}): an object of a kind these manifests should not contain"),
         }
     }
     rendered
@@ -186,19 +160,12 @@ fn render_dir(overlay: &str, dir: &str) -> Rendered {
 // Small helpers
 
 fn one<'a, T>(items: &'a [T], what: &str, overlay: &str) -> &'a T {
-    assert_eq!(
-        items.len(),
-        1,
-        "{overlay}: expected exactly one {what}, found {}",
-        items.len()
-    );
+    assert_eq!(items.len(), 1, "{overlay}: expected exactly one {what}, found {}", items.len());
     &items[0]
 }
 
 fn req<'a, T>(value: &'a Option<T>, what: &str) -> &'a T {
-    value
-        .as_ref()
-        .unwrap_or_else(|| panic!("{what} is missing"))
+    value.as_ref().unwrap_or_else(|| panic!("{what} is missing"))
 }
 
 fn name_of(meta: &ObjectMeta) -> &str {
@@ -206,27 +173,16 @@ fn name_of(meta: &ObjectMeta) -> &str {
 }
 
 fn assert_in_namespace(meta: &ObjectMeta, what: &str) {
-    assert_eq!(
-        meta.namespace.as_deref(),
-        Some(NS),
-        "{what} must be in namespace {NS}"
-    );
+    assert_eq!(meta.namespace.as_deref(), Some(NS), "{what} must be in namespace {NS}");
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 /// `LabelSelector` semantics, as the apiserver evaluates them.
 fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_labels = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.clone().unwrap_or_default();
         let value = labels.get(&e.key);
@@ -242,24 +198,14 @@ fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>)
 }
 
 fn pod_labels_of(deployment: &Deployment) -> BTreeMap<String, String> {
-    deployment
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default()
+    deployment.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default()
 }
 
 fn arg_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-        .or_else(|| {
-            let prefix = format!("{flag}=");
-            args.iter().find_map(|a| a.strip_prefix(&prefix))
-        })
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str).or_else(|| {
+        let prefix = format!("{flag}=");
+        args.iter().find_map(|a| a.strip_prefix(&prefix))
+    })
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -281,16 +227,11 @@ fn check_namespace_and_config(r: &Rendered) -> Config {
     assert_eq!(name_of(&ns.metadata), NS);
     let ns_labels = ns.metadata.labels.clone().unwrap_or_default();
     assert_eq!(
-        ns_labels
-            .get("pod-security.kubernetes.io/enforce")
-            .map(String::as_str),
+        ns_labels.get("pod-security.kubernetes.io/enforce").map(String::as_str),
         Some("restricted"),
         "{o}: the injector's namespace enforces the restricted Pod Security Standard"
     );
-    assert!(
-        !ns_labels.contains_key(INJECTION_LABEL),
-        "{o}: the injector's own namespace must not opt in"
-    );
+    assert!(!ns_labels.contains_key(INJECTION_LABEL), "{o}: the injector's own namespace must not opt in");
 
     let cm = one(&r.config_maps, "ConfigMap", o);
     assert_eq!(
@@ -300,16 +241,9 @@ fn check_namespace_and_config(r: &Rendered) -> Config {
     );
     assert_in_namespace(&cm.metadata, "the ConfigMap");
     let data = req(&cm.data, "ConfigMap data");
-    let text = data
-        .get("config.yaml")
-        .unwrap_or_else(|| panic!("{o}: ConfigMap {CONFIG_MAP} has no key config.yaml"));
-    assert_eq!(
-        text.trim_end(),
-        base_config_text().trim_end(),
-        "{o}: the ConfigMap carries manifests/base/config.yaml"
-    );
-    Config::from_yaml(text, "manifests")
-        .unwrap_or_else(|e| panic!("{o}: config.yaml does not load: {e}"))
+    let text = data.get("config.yaml").unwrap_or_else(|| panic!("{o}: ConfigMap {CONFIG_MAP} has no key config.yaml"));
+    assert_eq!(text.trim_end(), base_config_text().trim_end(), "{o}: the ConfigMap carries manifests/base/config.yaml");
+    Config::from_yaml(text, "manifests").unwrap_or_else(|e| panic!("{o}: config.yaml does not load: {e}"))
 }
 
 /// The Deployment's pod template labels, after checking the Deployment itself.
@@ -320,262 +254,125 @@ fn check_deployment(r: &Rendered, expected_args: &[&str]) -> (Deployment, Contai
     assert_in_namespace(&deployment.metadata, "the Deployment");
     let spec = &deployment.spec;
     assert_eq!(spec.replicas, Some(2), "{o}: two replicas");
-    let pod_labels = req(&spec.template.metadata, "pod template metadata")
-        .labels
-        .clone()
-        .unwrap_or_default();
-    assert!(
-        selector_matches(&spec.selector, &pod_labels) && !pod_labels.is_empty(),
-        "{o}: the Deployment's selector matches its own pods"
-    );
-    if let Some(strategy) = spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.rolling_update.as_ref())
-    {
-        assert_eq!(
-            strategy.max_unavailable,
-            Some(IntOrString::Int(0)),
-            "{o}: a rollout never takes a replica away first"
-        );
+    let pod_labels = req(&spec.template.metadata, "pod template metadata").labels.clone().unwrap_or_default();
+    assert!(selector_matches(&spec.selector, &pod_labels) && !pod_labels.is_empty(), "{o}: the Deployment's selector matches its own pods");
+    if let Some(strategy) = spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()) {
+        assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)), "{o}: a rollout never takes a replica away first");
     }
 
     let pod = req(&spec.template.spec, "pod spec");
-    assert_eq!(
-        pod.service_account_name.as_deref(),
-        Some(NAME),
-        "{o}: service account"
-    );
-    assert_eq!(
-        pod.automount_service_account_token,
-        Some(true),
-        "{o}: it talks to the apiserver"
-    );
-    assert_eq!(
-        pod.termination_grace_period_seconds,
-        Some(30),
-        "{o}: terminationGracePeriodSeconds"
-    );
-    assert_eq!(
-        pod.priority_class_name, None,
-        "{o}: system-cluster-critical is refused outside kube-system by default"
-    );
+    assert_eq!(pod.service_account_name.as_deref(), Some(NAME), "{o}: service account");
+    assert_eq!(pod.automount_service_account_token, Some(true), "{o}: it talks to the apiserver");
+    assert_eq!(pod.termination_grace_period_seconds, Some(30), "{o}: terminationGracePeriodSeconds");
+    assert_eq!(pod.priority_class_name, None, "{o}: system-cluster-critical is refused outside kube-system by default");
 
     // Spread over nodes.
     let spread = pod.topology_spread_constraints.clone().unwrap_or_default();
     assert!(
-        spread
-            .iter()
-            .any(|c| c.topology_key == "kubernetes.io/hostname"
-                && c.when_unsatisfiable == "ScheduleAnyway"
-                && c.label_selector
-                    .as_ref()
-                    .is_some_and(|s| selector_matches(s, &pod_labels))),
+        spread.iter().any(|c| c.topology_key == "kubernetes.io/hostname"
+            && c.when_unsatisfiable == "ScheduleAnyway"
+            && c.label_selector.as_ref().is_some_and(|s| selector_matches(s, &pod_labels))),
         "{o}: a topology spread constraint over kubernetes.io/hostname (ScheduleAnyway) selecting the injector's pods"
     );
     let anti = pod
         .affinity
         .as_ref()
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.preferred_during_scheduling_ignored_during_execution
-                .clone()
-        })
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
         .unwrap_or_default();
     assert!(
-        anti.iter().any(
-            |t| t.pod_affinity_term.topology_key == "kubernetes.io/hostname"
-                && t.pod_affinity_term
-                    .label_selector
-                    .as_ref()
-                    .is_some_and(|s| selector_matches(s, &pod_labels))
-        ),
+        anti.iter().any(|t| t.pod_affinity_term.topology_key == "kubernetes.io/hostname"
+            && t.pod_affinity_term.label_selector.as_ref().is_some_and(|s| selector_matches(s, &pod_labels))),
         "{o}: preferred pod anti-affinity over kubernetes.io/hostname"
     );
     assert_eq!(
         pod.affinity
             .as_ref()
             .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| a
-                .required_during_scheduling_ignored_during_execution
-                .as_ref()),
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
         None,
         "{o}: anti-affinity is preferred, not required (a one-node cluster still runs both)"
     );
 
     check_restricted(pod, o);
 
-    assert!(
-        pod.init_containers
-            .as_deref()
-            .unwrap_or_default()
-            .is_empty(),
-        "{o}: no init containers"
-    );
+    assert!(pod.init_containers.as_deref().unwrap_or_default().is_empty(), "{o}: no init containers");
     assert_eq!(pod.containers.len(), 1, "{o}: one container");
     let container = pod.containers[0].clone();
     assert_eq!(container.image.as_deref(), Some(IMAGE), "{o}: image");
     let args = container.args.clone().unwrap_or_default();
-    assert!(
-        container.command.is_none(),
-        "{o}: the image's ENTRYPOINT is /dind-injector; only args are set"
-    );
+    assert!(container.command.is_none(), "{o}: the image's ENTRYPOINT is /dind-injector; only args are set");
     assert_eq!(args, strings(expected_args), "{o}: container args");
 
     // Environment.
     let env = container.env.clone().unwrap_or_default();
-    let pod_namespace = env
-        .iter()
-        .find(|e| e.name == "POD_NAMESPACE")
-        .unwrap_or_else(|| panic!("{o}: POD_NAMESPACE is not set"));
+    let pod_namespace = env.iter().find(|e| e.name == "POD_NAMESPACE").unwrap_or_else(|| panic!("{o}: POD_NAMESPACE is not set"));
     assert_eq!(
-        pod_namespace
-            .value_from
-            .as_ref()
-            .and_then(|v| v.field_ref.as_ref())
-            .map(|f| f.field_path.as_str()),
+        pod_namespace.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str()),
         Some("metadata.namespace"),
         "{o}: POD_NAMESPACE comes from the downward API"
     );
     assert!(
-        env.iter()
-            .any(|e| e.name == "DIND_INJECTOR_LOG_FORMAT" && e.value.as_deref() == Some("json")),
+        env.iter().any(|e| e.name == "DIND_INJECTOR_LOG_FORMAT" && e.value.as_deref() == Some("json")),
         "{o}: DIND_INJECTOR_LOG_FORMAT=json"
     );
 
     // Ports and probes.
     let ports = container.ports.clone().unwrap_or_default();
-    let port_named = |name: &str| {
-        ports
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name))
-            .map(|p| p.container_port)
-    };
-    assert_eq!(
-        port_named("https"),
-        Some(HTTPS_PORT),
-        "{o}: container port https"
-    );
-    assert_eq!(
-        port_named("http-health"),
-        Some(HEALTH_PORT),
-        "{o}: container port http-health"
-    );
+    let port_named = |name: &str| ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.container_port);
+    assert_eq!(port_named("https"), Some(HTTPS_PORT), "{o}: container port https");
+    assert_eq!(port_named("http-health"), Some(HEALTH_PORT), "{o}: container port http-health");
     let probe_port = |probe: &Probe, what: &str| -> i32 {
         let get = req(&probe.http_get, what);
-        assert!(
-            get.scheme.as_deref().is_none_or(|s| s == "HTTP"),
-            "{o}: {what} uses plain HTTP (the health port has no TLS)"
-        );
+        assert!(get.scheme.as_deref().is_none_or(|s| s == "HTTP"), "{o}: {what} uses plain HTTP (the health port has no TLS)");
         match &get.port {
             IntOrString::Int(n) => *n,
-            IntOrString::String(name) => port_named(name)
-                .unwrap_or_else(|| panic!("{o}: {what} names no container port: {name}")),
+            IntOrString::String(name) => port_named(name).unwrap_or_else(|| panic!("{o}: {what} names no container port: {name}")),
         }
     };
     let readiness = req(&container.readiness_probe, "readinessProbe");
     let liveness = req(&container.liveness_probe, "livenessProbe");
-    assert_eq!(
-        probe_port(readiness, "readinessProbe"),
-        HEALTH_PORT,
-        "{o}: readiness on the health port"
-    );
-    assert_eq!(
-        probe_port(liveness, "livenessProbe"),
-        HEALTH_PORT,
-        "{o}: liveness on the health port"
-    );
-    assert_eq!(
-        readiness.http_get.as_ref().and_then(|g| g.path.as_deref()),
-        Some("/readyz"),
-        "{o}: readiness path"
-    );
-    assert_eq!(
-        liveness.http_get.as_ref().and_then(|g| g.path.as_deref()),
-        Some("/healthz"),
-        "{o}: liveness path"
-    );
+    assert_eq!(probe_port(readiness, "readinessProbe"), HEALTH_PORT, "{o}: readiness on the health port");
+    assert_eq!(probe_port(liveness, "livenessProbe"), HEALTH_PORT, "{o}: liveness on the health port");
+    assert_eq!(readiness.http_get.as_ref().and_then(|g| g.path.as_deref()), Some("/readyz"), "{o}: readiness path");
+    assert_eq!(liveness.http_get.as_ref().and_then(|g| g.path.as_deref()), Some("/healthz"), "{o}: liveness path");
 
     // Resources.
     let resources = req(&container.resources, "resources");
-    let quantity = |map: &Option<BTreeMap<String, Quantity>>, key: &str| {
-        map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone())
-    };
-    assert_eq!(
-        quantity(&resources.requests, "cpu").as_deref(),
-        Some("50m"),
-        "{o}: cpu request"
-    );
-    assert_eq!(
-        quantity(&resources.requests, "memory").as_deref(),
-        Some("32Mi"),
-        "{o}: memory request"
-    );
-    assert_eq!(
-        quantity(&resources.limits, "memory").as_deref(),
-        Some("128Mi"),
-        "{o}: memory limit"
-    );
-    assert_eq!(
-        quantity(&resources.limits, "cpu"),
-        None,
-        "{o}: no CPU limit (throttling adds admission latency)"
-    );
+    let quantity = |map: &Option<BTreeMap<String, Quantity>>, key: &str| map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone());
+    assert_eq!(quantity(&resources.requests, "cpu").as_deref(), Some("50m"), "{o}: cpu request");
+    assert_eq!(quantity(&resources.requests, "memory").as_deref(), Some("32Mi"), "{o}: memory request");
+    assert_eq!(quantity(&resources.limits, "memory").as_deref(), Some("128Mi"), "{o}: memory limit");
+    assert_eq!(quantity(&resources.limits, "cpu"), None, "{o}: no CPU limit (throttling adds admission latency)");
 
     // The configuration file: a directory mount of the ConfigMap, so that it is updated in place.
     let volumes = pod.volumes.clone().unwrap_or_default();
     let mounts = container.volume_mounts.clone().unwrap_or_default();
-    let config_path =
-        arg_value(&args, "--config").unwrap_or_else(|| panic!("{o}: no --config argument"));
+    let config_path = arg_value(&args, "--config").unwrap_or_else(|| panic!("{o}: no --config argument"));
     let (volume, mount) = mount_for(&volumes, &mounts, config_path, o);
     let source = req(&volume.config_map, "the --config volume's configMap");
-    assert_eq!(
-        source.name, CONFIG_MAP,
-        "{o}: --config is read from the ConfigMap {CONFIG_MAP}"
-    );
-    let key = Path::new(config_path)
-        .strip_prefix(&mount.mount_path)
-        .unwrap_or_else(|e| panic!("{o}: {e}"))
-        .to_string_lossy()
-        .into_owned();
-    assert_eq!(
-        key, "config.yaml",
-        "{o}: --config names the ConfigMap's key config.yaml"
-    );
-    assert!(
-        source.items.is_none(),
-        "{o}: the ConfigMap volume projects every key as is"
-    );
+    assert_eq!(source.name, CONFIG_MAP, "{o}: --config is read from the ConfigMap {CONFIG_MAP}");
+    let key = Path::new(config_path).strip_prefix(&mount.mount_path).unwrap_or_else(|e| panic!("{o}: {e}")).to_string_lossy().into_owned();
+    assert_eq!(key, "config.yaml", "{o}: --config names the ConfigMap's key config.yaml");
+    assert!(source.items.is_none(), "{o}: the ConfigMap volume projects every key as is");
 
     (deployment, container)
 }
 
 /// The volume and mount a file path lies in: the deepest mount that contains it. The mount must
 /// be read-only and not use subPath (a subPath mount never sees updates).
-fn mount_for<'a>(
-    volumes: &'a [Volume],
-    mounts: &'a [VolumeMount],
-    path: &str,
-    o: &str,
-) -> (&'a Volume, &'a VolumeMount) {
+fn mount_for<'a>(volumes: &'a [Volume], mounts: &'a [VolumeMount], path: &str, o: &str) -> (&'a Volume, &'a VolumeMount) {
     let mount = mounts
         .iter()
         .filter(|m| Path::new(path).starts_with(&m.mount_path))
         .max_by_key(|m| m.mount_path.len())
         .unwrap_or_else(|| panic!("{o}: {path} is on no volume"));
-    assert_eq!(
-        mount.read_only,
-        Some(true),
-        "{o}: the mount for {path} is read-only"
-    );
+    assert_eq!(mount.read_only, Some(true), "{o}: the mount for {path} is read-only");
     assert!(
         mount.sub_path.is_none() && mount.sub_path_expr.is_none(),
         "{o}: the mount for {path} must not use subPath: the kubelet never updates subPath mounts"
     );
-    let volume = volumes
-        .iter()
-        .find(|v| v.name == mount.name)
-        .unwrap_or_else(|| panic!("{o}: volume {} is not declared", mount.name));
+    let volume = volumes.iter().find(|v| v.name == mount.name).unwrap_or_else(|| panic!("{o}: volume {} is not declared", mount.name));
     (volume, mount)
 }
 
@@ -585,20 +382,9 @@ fn check_restricted(pod: &PodSpec, o: &str) {
     assert_ne!(pod.host_pid, Some(true), "{o}: hostPID");
     assert_ne!(pod.host_ipc, Some(true), "{o}: hostIPC");
     let psc = pod.security_context.clone().unwrap_or_default();
-    assert!(
-        psc.sysctls.as_deref().unwrap_or_default().is_empty(),
-        "{o}: no sysctls"
-    );
-    assert!(
-        psc.se_linux_options.is_none(),
-        "{o}: no custom SELinux options"
-    );
-    assert!(
-        psc.app_armor_profile
-            .as_ref()
-            .is_none_or(|p| p.type_ != "Unconfined"),
-        "{o}: AppArmor not unconfined"
-    );
+    assert!(psc.sysctls.as_deref().unwrap_or_default().is_empty(), "{o}: no sysctls");
+    assert!(psc.se_linux_options.is_none(), "{o}: no custom SELinux options");
+    assert!(psc.app_armor_profile.as_ref().is_none_or(|p| p.type_ != "Unconfined"), "{o}: AppArmor not unconfined");
     for volume in pod.volumes.iter().flatten() {
         assert!(
             volume.config_map.is_some()
@@ -610,76 +396,29 @@ fn check_restricted(pod: &PodSpec, o: &str) {
             volume.name
         );
     }
-    let containers = pod
-        .containers
-        .iter()
-        .chain(pod.init_containers.iter().flatten());
+    let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
     for c in containers {
         let sc = c.security_context.clone().unwrap_or_default();
         let n = &c.name;
         assert_ne!(sc.privileged, Some(true), "{o}: {n}: privileged");
-        assert_eq!(
-            sc.allow_privilege_escalation,
-            Some(false),
-            "{o}: {n}: allowPrivilegeEscalation false"
-        );
-        assert_eq!(
-            sc.read_only_root_filesystem,
-            Some(true),
-            "{o}: {n}: readOnlyRootFilesystem"
-        );
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{o}: {n}: allowPrivilegeEscalation false");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{o}: {n}: readOnlyRootFilesystem");
         let caps = req(&sc.capabilities, "capabilities");
-        assert!(
-            caps.drop.iter().flatten().any(|d| d == "ALL"),
-            "{o}: {n}: capabilities drop ALL"
-        );
+        assert!(caps.drop.iter().flatten().any(|d| d == "ALL"), "{o}: {n}: capabilities drop ALL");
         assert!(
             caps.add.iter().flatten().all(|a| a == "NET_BIND_SERVICE"),
             "{o}: {n}: no capability added (restricted allows only NET_BIND_SERVICE)"
         );
-        assert_eq!(
-            sc.run_as_non_root.or(psc.run_as_non_root),
-            Some(true),
-            "{o}: {n}: runAsNonRoot"
-        );
-        assert_eq!(
-            sc.run_as_user.or(psc.run_as_user),
-            Some(UID),
-            "{o}: {n}: runAsUser {UID}"
-        );
-        assert_eq!(
-            sc.run_as_group.or(psc.run_as_group),
-            Some(UID),
-            "{o}: {n}: runAsGroup {UID}"
-        );
-        let seccomp = sc
-            .seccomp_profile
-            .clone()
-            .or_else(|| psc.seccomp_profile.clone())
-            .unwrap_or_else(|| panic!("{o}: {n}: no seccompProfile"));
-        assert_eq!(
-            seccomp.type_, "RuntimeDefault",
-            "{o}: {n}: seccompProfile RuntimeDefault"
-        );
-        assert!(
-            sc.proc_mount.as_deref().is_none_or(|p| p == "Default"),
-            "{o}: {n}: procMount"
-        );
+        assert_eq!(sc.run_as_non_root.or(psc.run_as_non_root), Some(true), "{o}: {n}: runAsNonRoot");
+        assert_eq!(sc.run_as_user.or(psc.run_as_user), Some(UID), "{o}: {n}: runAsUser {UID}");
+        assert_eq!(sc.run_as_group.or(psc.run_as_group), Some(UID), "{o}: {n}: runAsGroup {UID}");
+        let seccomp =
+            sc.seccomp_profile.clone().or_else(|| psc.seccomp_profile.clone()).unwrap_or_else(|| panic!("{o}: {n}: no seccompProfile"));
+        assert_eq!(seccomp.type_, "RuntimeDefault", "{o}: {n}: seccompProfile RuntimeDefault");
+        assert!(sc.proc_mount.as_deref().is_none_or(|p| p == "Default"), "{o}: {n}: procMount");
         assert!(sc.se_linux_options.is_none(), "{o}: {n}: seLinuxOptions");
-        assert!(
-            sc.windows_options
-                .as_ref()
-                .and_then(|w| w.host_process)
-                .is_none_or(|h| !h),
-            "{o}: {n}: hostProcess"
-        );
-        assert!(
-            c.ports
-                .iter()
-                .flatten()
-                .all(|p| p.host_port.is_none_or(|h| h == 0)),
-            "{o}: {n}: no hostPort"
-        );
+        assert!(sc.windows_options.as_ref().and_then(|w| w.host_process).is_none_or(|h| !h), "{o}: {n}: hostProcess");
+        assert!(c.ports.iter().flatten().all(|p| p.host_port.is_none_or(|h| h == 0)), "{o}: {n}: no hostPort");
     }
 }
 
@@ -694,20 +433,14 @@ fn check_service(r: &Rendered, deployment: &Deployment, container: &Container) -
     assert!(!selector.is_empty(), "{o}: the Service has a selector");
     let pod_labels = pod_labels_of(deployment);
     for (k, v) in &selector {
-        assert_eq!(
-            pod_labels.get(k),
-            Some(v),
-            "{o}: the Service selects the Deployment's pods ({k})"
-        );
+        assert_eq!(pod_labels.get(k), Some(v), "{o}: the Service selects the Deployment's pods ({k})");
     }
     let container_ports = container.ports.clone().unwrap_or_default();
     for port in spec.ports.iter().flatten() {
         let target = req(&port.target_port, "Service targetPort");
         match target {
             IntOrString::String(name) => assert!(
-                container_ports
-                    .iter()
-                    .any(|p| p.name.as_deref() == Some(name.as_str())),
+                container_ports.iter().any(|p| p.name.as_deref() == Some(name.as_str())),
                 "{o}: Service targetPort {name} names no container port"
             ),
             IntOrString::Int(n) => {
@@ -715,17 +448,8 @@ fn check_service(r: &Rendered, deployment: &Deployment, container: &Container) -
             }
         }
     }
-    let https = spec
-        .ports
-        .iter()
-        .flatten()
-        .find(|p| p.port == 443)
-        .unwrap_or_else(|| panic!("{o}: the Service has no port 443"));
-    assert_eq!(
-        https.target_port,
-        Some(IntOrString::String("https".to_owned())),
-        "{o}: 443 → https"
-    );
+    let https = spec.ports.iter().flatten().find(|p| p.port == 443).unwrap_or_else(|| panic!("{o}: the Service has no port 443"));
+    assert_eq!(https.target_port, Some(IntOrString::String("https".to_owned())), "{o}: 443 → https");
     service
 }
 
@@ -735,18 +459,9 @@ fn check_pdb(r: &Rendered, deployment: &Deployment) {
     assert_eq!(name_of(&pdb.metadata), NAME);
     assert_in_namespace(&pdb.metadata, "the PodDisruptionBudget");
     let spec = req(&pdb.spec, "PDB spec");
-    assert_eq!(
-        spec.min_available,
-        Some(IntOrString::Int(1)),
-        "{o}: minAvailable 1"
-    );
+    assert_eq!(spec.min_available, Some(IntOrString::Int(1)), "{o}: minAvailable 1");
     let pod_labels = pod_labels_of(deployment);
-    assert!(
-        spec.selector
-            .as_ref()
-            .is_some_and(|s| selector_matches(s, &pod_labels)),
-        "{o}: the PDB selects the injector's pods"
-    );
+    assert!(spec.selector.as_ref().is_some_and(|s| selector_matches(s, &pod_labels)), "{o}: the PDB selects the injector's pods");
 }
 
 /// Both webhooks: only opted-in namespaces, never kube-system nor the injector's own.
@@ -758,10 +473,7 @@ fn check_namespace_selector(selector: Option<&LabelSelector>, level: &[(&str, &s
         l.insert(NAME_LABEL.to_owned(), name.to_owned());
         l
     };
-    let mut opted_in = vec![
-        (INJECTION_LABEL, INJECTION_ENABLED),
-        ("pod-security.kubernetes.io/enforce", "privileged"),
-    ];
+    let mut opted_in = vec![(INJECTION_LABEL, INJECTION_ENABLED), ("pod-security.kubernetes.io/enforce", "privileged")];
     opted_in.extend_from_slice(level);
     let cases = [
         (ns("ci", &opted_in), true),
@@ -772,11 +484,7 @@ fn check_namespace_selector(selector: Option<&LabelSelector>, level: &[(&str, &s
         (ns("default", &[]), false),
     ];
     for (labels, expected) in cases {
-        assert_eq!(
-            selector_matches(selector, &labels),
-            expected,
-            "{o}: {webhook}: namespaceSelector on a namespace labelled {labels:?}"
-        );
+        assert_eq!(selector_matches(selector, &labels), expected, "{o}: {webhook}: namespaceSelector on a namespace labelled {labels:?}");
     }
     let expressions = selector.match_expressions.clone().unwrap_or_default();
     let excluded: BTreeSet<String> = expressions
@@ -784,43 +492,15 @@ fn check_namespace_selector(selector: Option<&LabelSelector>, level: &[(&str, &s
         .filter(|e| e.key == NAME_LABEL && e.operator == "NotIn")
         .flat_map(|e| e.values.clone().unwrap_or_default())
         .collect();
-    assert!(
-        excluded.contains("kube-system") && excluded.contains(NS),
-        "{o}: {webhook}: kube-system and {NS} are excluded by name"
-    );
+    assert!(excluded.contains("kube-system") && excluded.contains(NS), "{o}: {webhook}: kube-system and {NS} are excluded by name");
 }
 
-fn check_client_config(
-    config: &WebhookClientConfig,
-    service: &Service,
-    path: &str,
-    webhook: &str,
-    o: &str,
-) {
-    assert!(
-        config.url.is_none(),
-        "{o}: {webhook}: called through the Service, not a URL"
-    );
-    assert!(
-        config.ca_bundle.is_none(),
-        "{o}: {webhook}: caBundle is injected at run time, never written in the manifests"
-    );
-    let ServiceReference {
-        name,
-        namespace,
-        path: service_path,
-        port,
-    } = req(&config.service, "clientConfig.service");
-    assert_eq!(
-        Some(name.as_str()),
-        service.metadata.name.as_deref(),
-        "{o}: {webhook}: Service name"
-    );
-    assert_eq!(
-        Some(namespace.as_str()),
-        service.metadata.namespace.as_deref(),
-        "{o}: {webhook}: Service namespace"
-    );
+fn check_client_config(config: &WebhookClientConfig, service: &Service, path: &str, webhook: &str, o: &str) {
+    assert!(config.url.is_none(), "{o}: {webhook}: called through the Service, not a URL");
+    assert!(config.ca_bundle.is_none(), "{o}: {webhook}: caBundle is injected at run time, never written in the manifests");
+    let ServiceReference { name, namespace, path: service_path, port } = req(&config.service, "clientConfig.service");
+    assert_eq!(Some(name.as_str()), service.metadata.name.as_deref(), "{o}: {webhook}: Service name");
+    assert_eq!(Some(namespace.as_str()), service.metadata.namespace.as_deref(), "{o}: {webhook}: Service namespace");
     let port = port.unwrap_or(443);
     let service_port = service
         .spec
@@ -834,29 +514,15 @@ fn check_client_config(
         "{o}: {webhook}: port {port} reaches the HTTPS listener"
     );
     assert_eq!(service_path.as_deref(), Some(path), "{o}: {webhook}: path");
-    assert!(
-        REVIEW_ENDPOINTS.iter().any(|e| e.path == path),
-        "{o}: {webhook}: the server answers no {path}"
-    );
+    assert!(REVIEW_ENDPOINTS.iter().any(|e| e.path == path), "{o}: {webhook}: the server answers no {path}");
 }
 
 fn rule_pairs(rules: &[RuleWithOperations], o: &str) -> BTreeSet<(String, String)> {
     let mut pairs = BTreeSet::new();
     for rule in rules {
-        assert_eq!(
-            rule.api_groups.as_deref(),
-            Some(&[String::new()][..]),
-            "{o}: core API group only"
-        );
-        assert_eq!(
-            rule.api_versions.as_deref(),
-            Some(&["v1".to_owned()][..]),
-            "{o}: v1 only"
-        );
-        assert!(
-            rule.scope.as_deref().is_none_or(|s| s == "Namespaced"),
-            "{o}: namespaced scope"
-        );
+        assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]), "{o}: core API group only");
+        assert_eq!(rule.api_versions.as_deref(), Some(&["v1".to_owned()][..]), "{o}: v1 only");
+        assert!(rule.scope.as_deref().is_none_or(|s| s == "Namespaced"), "{o}: namespaced scope");
         for resource in rule.resources.iter().flatten() {
             for operation in rule.operations.iter().flatten() {
                 assert_ne!(operation, "*", "{o}: no wildcard operation");
@@ -911,9 +577,8 @@ fn check_cel_plausible(expression: &str) -> Result<(), String> {
         return Err(format!("does not read {access}"));
     }
     let guard = format!("has({access})");
-    let guarded_at = expression.find(&guard).ok_or_else(|| {
-        format!("no {guard}: a pod without annotations would make the expression fail")
-    })?;
+    let guarded_at =
+        expression.find(&guard).ok_or_else(|| format!("no {guard}: a pod without annotations would make the expression fail"))?;
     let first_subscript = expression.find(&format!("{access}[")).unwrap_or(usize::MAX);
     if first_subscript < guarded_at {
         return Err(format!("{access}[...] is read before {guard}"));
@@ -932,54 +597,26 @@ fn check_mutating(r: &Rendered, service: &Service) -> MutatingWebhookConfigurati
     let webhook = one(&webhooks, "mutating webhook", o);
     let w = webhook.name.as_str();
     assert_eq!(w, "inject.dind-injector.io");
-    assert_eq!(
-        webhook.admission_review_versions,
-        strings(&["v1"]),
-        "{o}: {w}: admissionReviewVersions"
-    );
+    assert_eq!(webhook.admission_review_versions, strings(&["v1"]), "{o}: {w}: admissionReviewVersions");
     assert_eq!(webhook.side_effects, "None", "{o}: {w}: sideEffects");
-    assert_eq!(
-        webhook.failure_policy.as_deref(),
-        Some("Fail"),
-        "{o}: {w}: failurePolicy"
-    );
-    assert!(
-        webhook
-            .timeout_seconds
-            .is_some_and(|t| (1..=10).contains(&t)),
-        "{o}: {w}: timeoutSeconds set and at most 10"
-    );
-    assert_eq!(
-        webhook.reinvocation_policy.as_deref(),
-        Some("IfNeeded"),
-        "{o}: {w}: reinvocationPolicy"
-    );
-    assert!(
-        webhook.object_selector.is_none(),
-        "{o}: {w}: no objectSelector"
-    );
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"), "{o}: {w}: failurePolicy");
+    assert!(webhook.timeout_seconds.is_some_and(|t| (1..=10).contains(&t)), "{o}: {w}: timeoutSeconds set and at most 10");
+    assert_eq!(webhook.reinvocation_policy.as_deref(), Some("IfNeeded"), "{o}: {w}: reinvocationPolicy");
+    assert!(webhook.object_selector.is_none(), "{o}: {w}: no objectSelector");
     check_client_config(&webhook.client_config, service, "/mutate", w, o);
     check_namespace_selector(webhook.namespace_selector.as_ref(), &[], w, o);
     let rules = rule_pairs(webhook.rules.as_deref().unwrap_or_default(), o);
-    assert_eq!(
-        rules,
-        BTreeSet::from([("pods".to_owned(), "CREATE".to_owned())]),
-        "{o}: {w}: pods CREATE only"
-    );
+    assert_eq!(rules, BTreeSet::from([("pods".to_owned(), "CREATE".to_owned())]), "{o}: {w}: pods CREATE only");
 
     let conditions = webhook.match_conditions.clone().unwrap_or_default();
     let condition = one(&conditions, "matchCondition", o);
     let e = condition.expression.as_str();
-    check_cel_plausible(e)
-        .unwrap_or_else(|problem| panic!("{o}: {w}: matchCondition {e:?}: {problem}"));
+    check_cel_plausible(e).unwrap_or_else(|problem| panic!("{o}: {w}: matchCondition {e:?}: {problem}"));
     assert!(
         e.contains(&format!("'{INJECT}'")) || e.contains(&format!("\"{INJECT}\"")),
         "{o}: {w}: the matchCondition reads the {INJECT} annotation"
     );
-    assert!(
-        e.contains("== 'true'") || e.contains("== \"true\""),
-        "{o}: {w}: the matchCondition requires the value \"true\""
-    );
+    assert!(e.contains("== 'true'") || e.contains("== \"true\""), "{o}: {w}: the matchCondition requires the value \"true\"");
     config
 }
 
@@ -993,23 +630,10 @@ fn check_validating(r: &Rendered, service: &Service) -> ValidatingWebhookConfigu
     assert_eq!(names, [VALIDATE_BASELINE, VALIDATE_RESTRICTED], "{o}: the validating webhooks, one per level");
     for webhook in &webhooks {
         let w = webhook.name.as_str();
-        assert_eq!(
-            webhook.admission_review_versions,
-            strings(&["v1"]),
-            "{o}: {w}: admissionReviewVersions"
-        );
+        assert_eq!(webhook.admission_review_versions, strings(&["v1"]), "{o}: {w}: admissionReviewVersions");
         assert_eq!(webhook.side_effects, "None", "{o}: {w}: sideEffects");
-        assert_eq!(
-            webhook.failure_policy.as_deref(),
-            Some("Fail"),
-            "{o}: {w}: failurePolicy"
-        );
-        assert!(
-            webhook
-                .timeout_seconds
-                .is_some_and(|t| (1..=10).contains(&t)),
-            "{o}: {w}: timeoutSeconds set and at most 10"
-        );
+        assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"), "{o}: {w}: failurePolicy");
+        assert!(webhook.timeout_seconds.is_some_and(|t| (1..=10).contains(&t)), "{o}: {w}: timeoutSeconds set and at most 10");
         check_client_config(&webhook.client_config, service, "/validate", w, o);
         let level: &[(&str, &str)] = if w == VALIDATE_RESTRICTED { &[(POD_SECURITY, "restricted")] } else { &[] };
         check_namespace_selector(webhook.namespace_selector.as_ref(), level, w, o);
@@ -1025,10 +649,7 @@ fn check_validating(r: &Rendered, service: &Service) -> ValidatingWebhookConfigu
         );
         // An opted-in namespace runs at Pod Security `privileged`: what a webhook skips, only
         // its matchConditions decide (and tests/cel_prefilter.rs proves them).
-        assert!(
-            webhook.object_selector.is_none(),
-            "{o}: {w}: no objectSelector"
-        );
+        assert!(webhook.object_selector.is_none(), "{o}: {w}: no objectSelector");
         let conditions = webhook.match_conditions.clone().unwrap_or_default();
         assert!(conditions.len() <= 64, "{o}: {w}: at most 64 matchConditions");
         // Only metadata-only UPDATEs may be skipped by both: CREATE, debug containers and spec
@@ -1038,7 +659,11 @@ fn check_validating(r: &Rendered, service: &Service) -> ValidatingWebhookConfigu
             .find(|c| c.name == "spec-changed")
             .unwrap_or_else(|| panic!("{o}: {w}: no spec-changed matchCondition"))
             .expression;
-        for part in ["request.operation != 'UPDATE'", "(has(request.subResource) && request.subResource == 'ephemeralcontainers')", "object.spec != oldObject.spec"] {
+        for part in [
+            "request.operation != 'UPDATE'",
+            "(has(request.subResource) && request.subResource == 'ephemeralcontainers')",
+            "object.spec != oldObject.spec",
+        ] {
             assert!(e.contains(part), "{o}: {w}: the condition must keep {part:?}: {e}");
         }
         let others: Vec<&str> = conditions.iter().map(|c| c.name.as_str()).filter(|n| *n != "spec-changed").collect();
@@ -1093,18 +718,9 @@ type Grant = (String, String, String, String, String);
 fn grants_of(rules: &[PolicyRule], scope: &str, o: &str) -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
     for rule in rules {
-        assert!(
-            rule.non_resource_urls.is_none(),
-            "{o}: no non-resource URLs"
-        );
-        let names = rule
-            .resource_names
-            .clone()
-            .unwrap_or_else(|| vec![String::new()]);
-        assert!(
-            !names.is_empty(),
-            "{o}: resourceNames: [] is unusual; omit it or name something"
-        );
+        assert!(rule.non_resource_urls.is_none(), "{o}: no non-resource URLs");
+        let names = rule.resource_names.clone().unwrap_or_else(|| vec![String::new()]);
+        assert!(!names.is_empty(), "{o}: resourceNames: [] is unusual; omit it or name something");
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
                 for verb in &rule.verbs {
@@ -1112,13 +728,7 @@ fn grants_of(rules: &[PolicyRule], scope: &str, o: &str) -> BTreeSet<Grant> {
                         for item in [group, resource, verb, name] {
                             assert_ne!(item, "*", "{o}: no wildcard in RBAC rules");
                         }
-                        grants.insert((
-                            scope.to_owned(),
-                            group.clone(),
-                            resource.clone(),
-                            verb.clone(),
-                            name.clone(),
-                        ));
+                        grants.insert((scope.to_owned(), group.clone(), resource.clone(), verb.clone(), name.clone()));
                     }
                 }
             }
@@ -1129,14 +739,9 @@ fn grants_of(rules: &[PolicyRule], scope: &str, o: &str) -> BTreeSet<Grant> {
 
 fn is_injector_account(subjects: &Option<Vec<Subject>>, binding: &str, o: &str) -> bool {
     let subjects = subjects.clone().unwrap_or_default();
-    let ours = |s: &Subject| {
-        s.kind == "ServiceAccount" && s.name == NAME && s.namespace.as_deref() == Some(NS)
-    };
+    let ours = |s: &Subject| s.kind == "ServiceAccount" && s.name == NAME && s.namespace.as_deref() == Some(NS);
     if subjects.iter().any(ours) {
-        assert!(
-            subjects.iter().all(ours),
-            "{o}: binding {binding} grants the injector's permissions to someone else too"
-        );
+        assert!(subjects.iter().all(ours), "{o}: binding {binding} grants the injector's permissions to someone else too");
         true
     } else {
         false
@@ -1150,31 +755,19 @@ fn bound_grants(r: &Rendered) -> BTreeSet<Grant> {
     let mut used_roles = BTreeSet::new();
     for binding in &r.cluster_role_bindings {
         let b = name_of(&binding.metadata);
-        assert!(
-            is_injector_account(&binding.subjects, b, o),
-            "{o}: ClusterRoleBinding {b} binds someone else"
-        );
+        assert!(is_injector_account(&binding.subjects, b, o), "{o}: ClusterRoleBinding {b} binds someone else");
         assert_eq!(binding.role_ref.kind, "ClusterRole", "{o}: {b}");
         let role = r
             .cluster_roles
             .iter()
             .find(|c| name_of(&c.metadata) == binding.role_ref.name)
-            .unwrap_or_else(|| {
-                panic!("{o}: {b} refers to a ClusterRole the manifests do not define")
-            });
+            .unwrap_or_else(|| panic!("{o}: {b} refers to a ClusterRole the manifests do not define"));
         used_cluster_roles.insert(binding.role_ref.name.clone());
-        grants.extend(grants_of(
-            role.rules.as_deref().unwrap_or_default(),
-            "cluster",
-            o,
-        ));
+        grants.extend(grants_of(role.rules.as_deref().unwrap_or_default(), "cluster", o));
     }
     for binding in &r.role_bindings {
         let b = name_of(&binding.metadata);
-        assert!(
-            is_injector_account(&binding.subjects, b, o),
-            "{o}: RoleBinding {b} binds someone else"
-        );
+        assert!(is_injector_account(&binding.subjects, b, o), "{o}: RoleBinding {b} binds someone else");
         let ns = req(&binding.metadata.namespace, "RoleBinding namespace");
         let scope = format!("namespace/{ns}");
         let rules = match binding.role_ref.kind.as_str() {
@@ -1182,13 +775,8 @@ fn bound_grants(r: &Rendered) -> BTreeSet<Grant> {
                 let role = r
                     .roles
                     .iter()
-                    .find(|c| {
-                        name_of(&c.metadata) == binding.role_ref.name
-                            && c.metadata.namespace.as_ref() == Some(ns)
-                    })
-                    .unwrap_or_else(|| {
-                        panic!("{o}: {b} refers to a Role the manifests do not define")
-                    });
+                    .find(|c| name_of(&c.metadata) == binding.role_ref.name && c.metadata.namespace.as_ref() == Some(ns))
+                    .unwrap_or_else(|| panic!("{o}: {b} refers to a Role the manifests do not define"));
                 used_roles.insert(binding.role_ref.name.clone());
                 role.rules.clone().unwrap_or_default()
             }
@@ -1197,9 +785,7 @@ fn bound_grants(r: &Rendered) -> BTreeSet<Grant> {
                     .cluster_roles
                     .iter()
                     .find(|c| name_of(&c.metadata) == binding.role_ref.name)
-                    .unwrap_or_else(|| {
-                        panic!("{o}: {b} refers to a ClusterRole the manifests do not define")
-                    });
+                    .unwrap_or_else(|| panic!("{o}: {b} refers to a ClusterRole the manifests do not define"));
                 used_cluster_roles.insert(binding.role_ref.name.clone());
                 role.rules.clone().unwrap_or_default()
             }
@@ -1208,45 +794,22 @@ fn bound_grants(r: &Rendered) -> BTreeSet<Grant> {
         grants.extend(grants_of(&rules, &scope, o));
     }
     for role in &r.cluster_roles {
-        assert!(
-            role.aggregation_rule.is_none(),
-            "{o}: no aggregated ClusterRoles"
-        );
-        assert!(
-            used_cluster_roles.contains(name_of(&role.metadata)),
-            "{o}: ClusterRole {} is bound to nothing",
-            name_of(&role.metadata)
-        );
+        assert!(role.aggregation_rule.is_none(), "{o}: no aggregated ClusterRoles");
+        assert!(used_cluster_roles.contains(name_of(&role.metadata)), "{o}: ClusterRole {} is bound to nothing", name_of(&role.metadata));
     }
     for role in &r.roles {
-        assert!(
-            used_roles.contains(name_of(&role.metadata)),
-            "{o}: Role {} is bound to nothing",
-            name_of(&role.metadata)
-        );
+        assert!(used_roles.contains(name_of(&role.metadata)), "{o}: Role {} is bound to nothing", name_of(&role.metadata));
     }
     grants
 }
 
-fn expand(
-    scope: &str,
-    group: &str,
-    resources: &[&str],
-    verbs: &[&str],
-    names: &[&str],
-) -> BTreeSet<Grant> {
+fn expand(scope: &str, group: &str, resources: &[&str], verbs: &[&str], names: &[&str]) -> BTreeSet<Grant> {
     let names: &[&str] = if names.is_empty() { &[""] } else { names };
     let mut out = BTreeSet::new();
     for resource in resources {
         for verb in verbs {
             for name in names {
-                out.insert((
-                    scope.to_owned(),
-                    group.to_owned(),
-                    (*resource).to_owned(),
-                    (*verb).to_owned(),
-                    (*name).to_owned(),
-                ));
+                out.insert((scope.to_owned(), group.to_owned(), (*resource).to_owned(), (*verb).to_owned(), (*name).to_owned()));
             }
         }
     }
@@ -1255,20 +818,8 @@ fn expand(
 
 fn base_grants(config: &Config) -> BTreeSet<Grant> {
     let daemon_config_map = config.sidecar.daemon_config_map.as_str();
-    let mut grants = expand(
-        "cluster",
-        "",
-        &["namespaces"],
-        &["get", "list", "watch"],
-        &[],
-    );
-    grants.extend(expand(
-        "cluster",
-        "",
-        &["configmaps"],
-        &["get", "patch", "delete"],
-        &[daemon_config_map],
-    ));
+    let mut grants = expand("cluster", "", &["namespaces"], &["get", "list", "watch"], &[]);
+    grants.extend(expand("cluster", "", &["configmaps"], &["get", "patch", "delete"], &[daemon_config_map]));
     grants.extend(expand("cluster", "", &["configmaps"], &["create"], &[]));
     grants
 }
@@ -1276,12 +827,7 @@ fn base_grants(config: &Config) -> BTreeSet<Grant> {
 fn show(grants: &BTreeSet<Grant>) -> String {
     grants
         .iter()
-        .map(|(s, g, r, v, n)| {
-            format!(
-                "  {s} {g}/{r} {v} {}",
-                if n.is_empty() { "*any*" } else { n }
-            )
-        })
+        .map(|(s, g, r, v, n)| format!("  {s} {g}/{r} {v} {}", if n.is_empty() { "*any*" } else { n }))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -1313,20 +859,11 @@ fn cm_object<'a>(r: &'a Rendered, kind: &str, name: &str) -> &'a Value {
 fn issuer_of<'a>(r: &'a Rendered, certificate: &Value) -> &'a Value {
     let o = &r.overlay;
     let issuer_ref = &certificate["spec"]["issuerRef"];
-    assert_eq!(
-        issuer_ref["kind"], "Issuer",
-        "{o}: the certificates use a namespaced Issuer"
-    );
-    assert!(
-        issuer_ref["group"].is_null() || issuer_ref["group"] == "cert-manager.io",
-        "{o}: issuerRef.group"
-    );
+    assert_eq!(issuer_ref["kind"], "Issuer", "{o}: the certificates use a namespaced Issuer");
+    assert!(issuer_ref["group"].is_null() || issuer_ref["group"] == "cert-manager.io", "{o}: issuerRef.group");
     let name = issuer_ref["name"].as_str().unwrap_or_default();
     let issuer = cm_object(r, "Issuer", name);
-    assert_eq!(
-        issuer["metadata"]["namespace"], certificate["metadata"]["namespace"],
-        "{o}: Issuer {name} namespace"
-    );
+    assert_eq!(issuer["metadata"]["namespace"], certificate["metadata"]["namespace"], "{o}: Issuer {name} namespace");
     issuer
 }
 
@@ -1338,53 +875,20 @@ fn check_cert_manager(
 ) {
     let o = &r.overlay;
     for object in &r.cert_manager {
-        assert_eq!(
-            object["metadata"]["namespace"], NS,
-            "{o}: cert-manager objects live in {NS}"
-        );
+        assert_eq!(object["metadata"]["namespace"], NS, "{o}: cert-manager objects live in {NS}");
     }
-    let serving: Vec<&Value> = r
-        .cert_manager
-        .iter()
-        .filter(|v| v["kind"] == "Certificate" && v["spec"]["secretName"] == TLS_SECRET)
-        .collect();
-    assert_eq!(
-        serving.len(),
-        1,
-        "{o}: one Certificate writes the Secret {TLS_SECRET}"
-    );
+    let serving: Vec<&Value> =
+        r.cert_manager.iter().filter(|v| v["kind"] == "Certificate" && v["spec"]["secretName"] == TLS_SECRET).collect();
+    assert_eq!(serving.len(), 1, "{o}: one Certificate writes the Secret {TLS_SECRET}");
     let serving = serving[0];
-    assert_ne!(
-        serving["spec"]["isCA"], true,
-        "{o}: the serving certificate is not a CA"
-    );
-    let dns_names: BTreeSet<&str> = serving["spec"]["dnsNames"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let svc = format!(
-        "{}.{}.svc",
-        name_of(&service.metadata),
-        service.metadata.namespace.as_deref().unwrap_or_default()
-    );
+    assert_ne!(serving["spec"]["isCA"], true, "{o}: the serving certificate is not a CA");
+    let dns_names: BTreeSet<&str> = serving["spec"]["dnsNames"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let svc = format!("{}.{}.svc", name_of(&service.metadata), service.metadata.namespace.as_deref().unwrap_or_default());
     for name in [svc.clone(), format!("{svc}.cluster.local")] {
-        assert!(
-            dns_names.contains(name.as_str()),
-            "{o}: the serving certificate covers {name}"
-        );
+        assert!(dns_names.contains(name.as_str()), "{o}: the serving certificate covers {name}");
     }
-    let usages: Vec<&str> = serving["spec"]["usages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    assert!(
-        usages.is_empty() || usages.contains(&"server auth"),
-        "{o}: usage server auth"
-    );
+    let usages: Vec<&str> = serving["spec"]["usages"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(usages.is_empty() || usages.contains(&"server auth"), "{o}: usage server auth");
 
     // The chain: serving Certificate ← CA Issuer ← CA Certificate ← self-signed Issuer.
     let ca_issuer = issuer_of(r, serving);
@@ -1396,37 +900,19 @@ fn check_cert_manager(
         .iter()
         .find(|v| v["kind"] == "Certificate" && v["spec"]["secretName"] == ca_secret)
         .unwrap_or_else(|| panic!("{o}: no Certificate writes the CA Secret {ca_secret}"));
-    assert_eq!(
-        ca_certificate["spec"]["isCA"], true,
-        "{o}: the CA certificate has isCA: true"
-    );
+    assert_eq!(ca_certificate["spec"]["isCA"], true, "{o}: the CA certificate has isCA: true");
     let root = issuer_of(r, ca_certificate);
-    assert!(
-        root["spec"]["selfSigned"].is_object(),
-        "{o}: the CA is issued by a self-signed Issuer"
-    );
+    assert!(root["spec"]["selfSigned"].is_object(), "{o}: the CA is issued by a self-signed Issuer");
 
     // The CA injector reads the serving Certificate.
     let expected = format!(
         "{}/{}",
-        serving["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default(),
+        serving["metadata"]["namespace"].as_str().unwrap_or_default(),
         serving["metadata"]["name"].as_str().unwrap_or_default()
     );
-    for (kind, meta) in [
-        ("mutating", &mutating.metadata),
-        ("validating", &validating.metadata),
-    ] {
-        let value = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(INJECT_CA_FROM));
-        assert_eq!(
-            value,
-            Some(&expected),
-            "{o}: {kind} webhook configuration: {INJECT_CA_FROM}"
-        );
+    for (kind, meta) in [("mutating", &mutating.metadata), ("validating", &validating.metadata)] {
+        let value = meta.annotations.as_ref().and_then(|a| a.get(INJECT_CA_FROM));
+        assert_eq!(value, Some(&expected), "{o}: {kind} webhook configuration: {INJECT_CA_FROM}");
     }
 }
 
@@ -1465,13 +951,7 @@ fn cert_manager_overlay() {
     let mutating = check_mutating(&r, &service);
     let validating = check_validating(&r, &service);
     check_cert_manager(&r, &service, &mutating, &validating);
-    assert_eq!(
-        one(&r.service_accounts, "ServiceAccount", o)
-            .metadata
-            .name
-            .as_deref(),
-        Some(NAME)
-    );
+    assert_eq!(one(&r.service_accounts, "ServiceAccount", o).metadata.name.as_deref(), Some(NAME));
 
     // --tls-cert and --tls-key are files of the Secret cert-manager writes, readable by the
     // injector's user, updated in place on renewal.
@@ -1483,15 +963,8 @@ fn cert_manager_overlay() {
         let path = arg_value(&args, flag).unwrap_or_else(|| panic!("{o}: no {flag}"));
         let (volume, mount) = mount_for(&volumes, &mounts, path, o);
         let secret = req(&volume.secret, "the TLS volume's secret");
-        assert_eq!(
-            secret.secret_name.as_deref(),
-            Some(TLS_SECRET),
-            "{o}: {flag} is read from {TLS_SECRET}"
-        );
-        assert!(
-            secret.items.is_none(),
-            "{o}: the Secret volume projects every key as is"
-        );
+        assert_eq!(secret.secret_name.as_deref(), Some(TLS_SECRET), "{o}: {flag} is read from {TLS_SECRET}");
+        assert!(secret.items.is_none(), "{o}: the Secret volume projects every key as is");
         assert_eq!(
             Path::new(path).strip_prefix(&mount.mount_path).ok(),
             Some(Path::new(file)),
@@ -1507,10 +980,7 @@ fn cert_manager_overlay() {
 
     let no_secrets = base_grants(&config);
     assert_grants(&r, &no_secrets);
-    assert!(
-        no_secrets.iter().all(|g| g.2 != "secrets"),
-        "{o}: with cert-manager the injector reads no Secret through the API"
-    );
+    assert!(no_secrets.iter().all(|g| g.2 != "secrets"), "{o}: with cert-manager the injector reads no Secret through the API");
 }
 
 #[test]
@@ -1523,28 +993,17 @@ fn self_managed_overlay() {
     check_pdb(&r, &deployment);
     let mutating = check_mutating(&r, &service);
     let validating = check_validating(&r, &service);
-    assert_eq!(
-        one(&r.service_accounts, "ServiceAccount", o)
-            .metadata
-            .name
-            .as_deref(),
-        Some(NAME)
-    );
+    assert_eq!(one(&r.service_accounts, "ServiceAccount", o).metadata.name.as_deref(), Some(NAME));
     assert!(r.cert_manager.is_empty(), "{o}: no cert-manager objects");
     for meta in [&mutating.metadata, &validating.metadata] {
         assert!(
-            meta.annotations
-                .as_ref()
-                .is_none_or(|a| !a.contains_key(INJECT_CA_FROM)),
+            meta.annotations.as_ref().is_none_or(|a| !a.contains_key(INJECT_CA_FROM)),
             "{o}: no {INJECT_CA_FROM}: the injector patches caBundle itself"
         );
     }
     // The certificate is read through the API and written to a memory-backed emptyDir.
     let pod = req(&deployment.spec.template.spec, "pod spec");
-    assert!(
-        pod.volumes.iter().flatten().all(|v| v.secret.is_none()),
-        "{o}: no Secret volume: the certificate is read through the API"
-    );
+    assert!(pod.volumes.iter().flatten().all(|v| v.secret.is_none()), "{o}: no Secret volume: the certificate is read through the API");
     let tls = pod.volumes.iter().flatten().find(|v| v.name == "tls").and_then(|v| v.empty_dir.as_ref());
     assert_eq!(tls.and_then(|e| e.medium.as_deref()), Some("Memory"), "{o}: the key never touches a disk");
     assert!(
@@ -1556,22 +1015,13 @@ fn self_managed_overlay() {
     expected.extend(expand(
         "cluster",
         "admissionregistration.k8s.io",
-        &[
-            "mutatingwebhookconfigurations",
-            "validatingwebhookconfigurations",
-        ],
+        &["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
         &["get", "list", "watch", "patch"],
         &[name_of(&mutating.metadata)],
     ));
     assert_eq!(name_of(&mutating.metadata), name_of(&validating.metadata));
     let scope = format!("namespace/{NS}");
-    expected.extend(expand(
-        &scope,
-        "",
-        &["secrets"],
-        &["get", "update"],
-        &[TLS_SECRET],
-    ));
+    expected.extend(expand(&scope, "", &["secrets"], &["get", "update"], &[TLS_SECRET]));
     expected.extend(expand(&scope, "", &["secrets"], &["create"], &[]));
     assert_grants(&r, &expected);
 }
@@ -1579,8 +1029,7 @@ fn self_managed_overlay() {
 #[test]
 fn base_config_is_the_documented_example() {
     let example = repo_root().join("manifests/config.example.yaml");
-    let example =
-        std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    let example = std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
     assert_eq!(
         base_config_text(),
         example,

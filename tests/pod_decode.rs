@@ -95,8 +95,8 @@ fn all_pods() -> Vec<(String, Value)> {
             out.push((format!("{case}: call {i}"), call["request"]["request"]["object"].clone()));
         }
     }
-    let corpus: Vec<Value> = serde_saphyr::from_str(include_str!("policy_corpus.yaml"))
-        .unwrap_or_else(|e| panic!("tests/policy_corpus.yaml: {e}"));
+    let corpus: Vec<Value> =
+        serde_saphyr::from_str(include_str!("policy_corpus.yaml")).unwrap_or_else(|e| panic!("tests/policy_corpus.yaml: {e}"));
     assert!(corpus.len() >= 80);
     for case in corpus {
         out.push((format!("corpus: {}", case["name"].as_str().unwrap_or_default()), case["pod"].clone()));
@@ -168,7 +168,11 @@ fn the_decision_the_verdict_and_the_fingerprint_are_the_same_from_the_lean_decod
                 let stored = support::apiserver::after_mutation(&apply(&value, &i.patch)).pod;
                 fingerprinted += assert_fingerprints(what, &full(&stored));
                 let reinvoked = for_mutation(&stored);
-                assert_eq!((&reinvoked.metadata, &reinvoked.spec), (&lean(&stored).metadata, &None), "{what}: the reinvocation read the spec");
+                assert_eq!(
+                    (&reinvoked.metadata, &reinvoked.spec),
+                    (&lean(&stored).metadata, &None),
+                    "{what}: the reinvocation read the spec"
+                );
                 let (vf, vl) = (
                     policy::validate_pod(&full(&stored), &ns, &config, &cluster),
                     policy::validate_pod(&lean(&stored), &ns, &config, &cluster),
@@ -204,7 +208,9 @@ fn the_mutating_read_skips_the_spec_only_after_a_status_record() {
     let status = r#"{\"version\":2,\"container\":\"dind\",\"mode\":\"native\",\"transport\":\"unix\",\"image\":\"docker:28.5.1-dind\",\"volumes\":[],\"targets\":[],\"template\":\"sha256:0\"}"#;
     let read = |json: &str| serde_json::from_str::<pod::ForMutation>(json).map(|p| p.0);
     // A status record: the rest is skipped unread, even what would not read as a pod.
-    let injected = format!(r#"{{"metadata": {{"name": "a", "annotations": {{"dind-injector.io/status": "{status}"}}}}, "spec": {{"containers": "x"}}, "status": 1}}"#);
+    let injected = format!(
+        r#"{{"metadata": {{"name": "a", "annotations": {{"dind-injector.io/status": "{status}"}}}}, "spec": {{"containers": "x"}}, "status": 1}}"#
+    );
     let pod = read(&injected).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pod.metadata.name.as_deref(), Some("a"));
     assert!(pod.spec.is_none());
@@ -217,7 +223,9 @@ fn the_mutating_read_skips_the_spec_only_after_a_status_record() {
         assert_eq!(pod.spec.map(|s| s.containers.len()), Some(1), "{json}");
     }
     // The spec before the metadata (the apiserver writes metadata first): read, then dropped.
-    let spec_first = format!(r#"{{"spec": {{"containers": [{{"name": "b"}}]}}, "metadata": {{"annotations": {{"dind-injector.io/status": "{status}"}}}}}}"#);
+    let spec_first = format!(
+        r#"{{"spec": {{"containers": [{{"name": "b"}}]}}, "metadata": {{"annotations": {{"dind-injector.io/status": "{status}"}}}}}}"#
+    );
     assert!(read(&spec_first).is_ok_and(|p| p.spec.is_none()));
     assert!(read(r#"{"metadata": {}, "metadata": {}}"#).is_err(), "a duplicate field reads");
 }

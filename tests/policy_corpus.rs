@@ -71,22 +71,19 @@ struct Exempt {
 }
 
 fn load_cases() -> Vec<Case> {
-    serde_saphyr::from_str(CORPUS)
-        .unwrap_or_else(|e| panic!("tests/policy_corpus.yaml does not parse: {e}"))
+    serde_saphyr::from_str(CORPUS).unwrap_or_else(|e| panic!("tests/policy_corpus.yaml does not parse: {e}"))
 }
 
 fn parse_pod(case: &Case) -> Pod {
-    serde_json::from_value(case.pod.clone())
-        .unwrap_or_else(|e| panic!("case `{}`: pod is not a valid v1 Pod: {e}", case.name))
+    serde_json::from_value(case.pod.clone()).unwrap_or_else(|e| panic!("case `{}`: pod is not a valid v1 Pod: {e}", case.name))
 }
 
 /// The corpus pod re-serialized must equal what was written, so no field was silently dropped
 /// (a misspelt key would otherwise turn a forbidden value into an absent one).
 fn round_trip_problem(case: &Case, pod: &Pod) -> Option<String> {
-    let written: serde_json::Value = serde_json::to_value(&case.pod)
-        .unwrap_or_else(|e| panic!("case `{}`: pod is not JSON-compatible: {e}", case.name));
-    let parsed = serde_json::to_value(pod)
-        .unwrap_or_else(|e| panic!("case `{}`: pod does not serialize: {e}", case.name));
+    let written: serde_json::Value =
+        serde_json::to_value(&case.pod).unwrap_or_else(|e| panic!("case `{}`: pod is not JSON-compatible: {e}", case.name));
+    let parsed = serde_json::to_value(pod).unwrap_or_else(|e| panic!("case `{}`: pod does not serialize: {e}", case.name));
     (written != parsed).then(|| {
         format!(
             "case `{}`: pod does not round-trip through k8s_openapi (unknown or misspelt field?)\n  written: {written}\n  parsed:  {parsed}",
@@ -135,10 +132,9 @@ fn violation_problems(case: &Case, level: &str, pod: &Pod, violations: &[Violati
                     "case `{}` [{level}]: container-level {id} violation has container = None (field {})",
                     case.name, v.field
                 )),
-                Some(c) if !names.contains(c) => problems.push(format!(
-                    "case `{}` [{level}]: {id} violation names container `{c}`, which is not in the pod",
-                    case.name
-                )),
+                Some(c) if !names.contains(c) => {
+                    problems.push(format!("case `{}` [{level}]: {id} violation names container `{c}`, which is not in the pod", case.name))
+                }
                 Some(_) => {}
             }
         }
@@ -178,11 +174,7 @@ fn corpus_matches_pod_security_standards() {
         corpus_problems.extend(unknown_ids(case, &case.baseline));
         corpus_problems.extend(unknown_ids(case, &case.restricted));
     }
-    let covered: HashSet<&str> = cases
-        .iter()
-        .flat_map(|c| c.baseline.iter().chain(c.restricted.iter()))
-        .map(String::as_str)
-        .collect();
+    let covered: HashSet<&str> = cases.iter().flat_map(|c| c.baseline.iter().chain(c.restricted.iter())).map(String::as_str).collect();
     for id in ALL_IDS {
         if !covered.contains(id) {
             corpus_problems.push(format!("no case expects check id `{id}`"));
@@ -199,12 +191,7 @@ fn corpus_matches_pod_security_standards() {
             let got = id_set(&violations);
             checked += 1;
             if got != expected {
-                mismatches.push(format!(
-                    "case `{}` [{level_name}]: expected {}, got {}",
-                    case.name,
-                    fmt_set(&expected),
-                    fmt_set(&got)
-                ));
+                mismatches.push(format!("case `{}` [{level_name}]: expected {}, got {}", case.name, fmt_set(&expected), fmt_set(&got)));
             }
             structural.extend(violation_problems(case, level_name, &pod, &violations));
         }
@@ -221,11 +208,7 @@ fn corpus_matches_pod_security_standards() {
         }
     }
     if !mismatches.is_empty() {
-        let _ = writeln!(
-            report,
-            "{} of {checked} case/level checks disagree with the Pod Security Standards:",
-            mismatches.len()
-        );
+        let _ = writeln!(report, "{} of {checked} case/level checks disagree with the Pod Security Standards:", mismatches.len());
         for m in &mismatches {
             let _ = writeln!(report, "  {m}");
         }
@@ -243,26 +226,18 @@ fn corpus_matches_pod_security_standards() {
 fn exempting_the_offending_container_removes_its_violations() {
     let cases = load_cases();
     let with_exempt: Vec<&Case> = cases.iter().filter(|c| c.exempt.is_some()).collect();
-    assert!(
-        with_exempt.len() >= 3,
-        "the corpus should carry at least 3 exemption cases, has {}",
-        with_exempt.len()
-    );
+    assert!(with_exempt.len() >= 3, "the corpus should carry at least 3 exemption cases, has {}", with_exempt.len());
 
     let mut problems = Vec::new();
     for case in with_exempt {
         let Some(exempt) = &case.exempt else { continue };
         let pod = parse_pod(case);
         if !container_names(&pod).contains(&exempt.container) {
-            problems.push(format!(
-                "case `{}`: exempt container `{}` is not in the pod",
-                case.name, exempt.container
-            ));
+            problems.push(format!("case `{}`: exempt container `{}` is not in the pod", case.name, exempt.container));
             continue;
         }
         for (level_name, level) in levels() {
-            let expected =
-                expected_set(if level_name == "baseline" { &exempt.baseline } else { &exempt.restricted });
+            let expected = expected_set(if level_name == "baseline" { &exempt.baseline } else { &exempt.restricted });
             let violations = check_pod_security(&pod, level, Some(exempt.container.as_str()));
             let got = id_set(&violations);
             if got != expected {

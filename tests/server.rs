@@ -212,7 +212,13 @@ async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
         assert!(closed.is_ok(), "a slow-header connection was left open");
 
         // Still serving.
-        let a = server.post(Http::H1, "/mutate", small_review("admission.k8s.io/v1", json!({"group": "apps", "version": "v1", "kind": "Deployment"}), json!({}))).await;
+        let a = server
+            .post(
+                Http::H1,
+                "/mutate",
+                small_review("admission.k8s.io/v1", json!({"group": "apps", "version": "v1", "kind": "Deployment"}), json!({})),
+            )
+            .await;
         assert_eq!(a.status, 200);
         assert_eq!(server.health("/readyz").await.status, 200);
         server.stop().await;
@@ -288,10 +294,8 @@ async fn configuration_changes_apply_and_bad_ones_are_ignored() {
         assert_eq!(server.post(Http::H1, "/mutate", big.clone()).await.status, 413);
         let config = server.dir.path().join("config.yaml");
         write_atomically(&config, "server:\n  reloadInterval: 100ms\n  maxBodyBytes: 65536\n  shutdownDelay: 0s\n");
-        let raised = eventually(Duration::from_secs(3), || async {
-            server.post(Http::H1, "/mutate", big.clone()).await.status == 400
-        })
-        .await;
+        let raised =
+            eventually(Duration::from_secs(3), || async { server.post(Http::H1, "/mutate", big.clone()).await.status == 400 }).await;
         assert!(raised, "the new server.maxBodyBytes was not applied");
         write_atomically(&config, "server:\n  reloadInterval: 100ms\n  maxBodyBytes: 12\n  bogus: 1\n");
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -315,7 +319,8 @@ async fn health_metrics_and_a_graceful_shutdown() {
         assert_eq!(server.post(Http::H2, "/mutate", fixture_bytes("gitlab")).await.status, 200);
         let metrics = server.health("/metrics").await.text();
         assert!(
-            metrics.contains("dind_injector_reviews_total{endpoint=\"mutate\",decision=\"injected\",reason=\"injected\",runner=\"gitlab\"} 1"),
+            metrics
+                .contains("dind_injector_reviews_total{endpoint=\"mutate\",decision=\"injected\",reason=\"injected\",runner=\"gitlab\"} 1"),
             "{metrics}"
         );
         assert!(metrics.contains("dind_injector_review_duration_seconds_bucket{le=\"0.00005\",endpoint=\"mutate\"}"), "{metrics}");
@@ -341,10 +346,7 @@ async fn health_metrics_and_a_graceful_shutdown() {
         assert!(ready.text().contains("shutting down"), "{}", ready.text());
         assert_eq!(server.health("/healthz").await.status, 200);
         // Past server.shutdownDelay (300ms) new connections are refused …
-        let refused = eventually(Duration::from_secs(3), || async {
-            tokio::net::TcpStream::connect(server.addr).await.is_err()
-        })
-        .await;
+        let refused = eventually(Duration::from_secs(3), || async { tokio::net::TcpStream::connect(server.addr).await.is_err() }).await;
         assert!(refused, "the listener was not closed after shutdownDelay");
         // … while the one in flight still gets its answer.
         ok(tx.send(Bytes::copy_from_slice(tail)).await);
@@ -425,15 +427,25 @@ async fn injected_pods_pass_validation_and_what_must_be_caught_is_caught_over_ht
 
         let pod = mutate_then_patch(&enforce, "gitlab").await;
         let mut privileged = pod.clone();
-        if let Some(c) = privileged["spec"]["containers"].as_array_mut() { c.push(serde_json::json!({"name": "extra", "image": "alpine", "securityContext": {"privileged": true}})) }
+        if let Some(c) = privileged["spec"]["containers"].as_array_mut() {
+            c.push(serde_json::json!({"name": "extra", "image": "alpine", "securityContext": {"privileged": true}}))
+        }
         let mut socket = pod.clone();
-        if let Some(v) = socket["spec"]["volumes"].as_array_mut() { v.push(serde_json::json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}})) }
-        if let Some(m) = socket["spec"]["containers"][0]["volumeMounts"].as_array_mut() { m.push(serde_json::json!({"name": "sock", "mountPath": "/var/run/docker.sock"})) }
+        if let Some(v) = socket["spec"]["volumes"].as_array_mut() {
+            v.push(serde_json::json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}))
+        }
+        if let Some(m) = socket["spec"]["containers"][0]["volumeMounts"].as_array_mut() {
+            m.push(serde_json::json!({"name": "sock", "mountPath": "/var/run/docker.sock"}))
+        }
         let mut tampered = pod.clone();
         if let Some(sidecar) = tampered["spec"]["initContainers"].as_array_mut().and_then(|c| c.iter_mut().find(|c| c["name"] == "dind")) {
             sidecar["args"] = serde_json::json!(["dockerd", "--host=tcp://0.0.0.0:2375"]);
         }
-        let cases = [("privileged", privileged, vec!["(privileged)"]), ("socket", socket, vec!["(hostPathVolumes)", "(dockerSocket)"]), ("tampered", tampered, vec!["injected dind sidecar", "(privileged)"])];
+        let cases = [
+            ("privileged", privileged, vec!["(privileged)"]),
+            ("socket", socket, vec!["(hostPathVolumes)", "(dockerSocket)"]),
+            ("tampered", tampered, vec!["injected dind sidecar", "(privileged)"]),
+        ];
         for (what, pod, expected) in cases {
             let body = validate_review(what, &pod);
             let denied = enforce.post(Http::H2, "/validate", body.clone()).await;
@@ -452,7 +464,10 @@ async fn injected_pods_pass_validation_and_what_must_be_caught_is_caught_over_ht
             assert!(response["auditAnnotations"]["violation-1"].is_string(), "{what}: {response}");
         }
         let metrics = enforce.health("/metrics").await.text();
-        assert!(metric_value(&metrics, "dind_injector_policy_violations_total{mode=\"enforce\",level=\"baseline\",control=\"dockerSocket\"}") >= 1.0);
+        assert!(
+            metric_value(&metrics, "dind_injector_policy_violations_total{mode=\"enforce\",level=\"baseline\",control=\"dockerSocket\"}")
+                >= 1.0
+        );
         enforce.stop().await;
         audit.stop().await;
     })

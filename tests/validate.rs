@@ -73,20 +73,33 @@ fn every_injected_fixture_passes_baseline() {
 #[test]
 fn what_the_exemption_must_catch_is_denied_in_enforce_and_audited_in_audit() {
     let base = injected("gitlab");
-    let second_privileged = with_container(base.clone(), json!({"name": "sneaky", "image": "alpine", "securityContext": {"privileged": true}}));
+    let second_privileged =
+        with_container(base.clone(), json!({"name": "sneaky", "image": "alpine", "securityContext": {"privileged": true}}));
     let mut socket = base.clone();
-    if let Some(v) = socket["spec"]["volumes"].as_array_mut() { v.push(json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}})) }
-    if let Some(v) = socket["spec"]["containers"][0]["volumeMounts"].as_array_mut() { v.push(json!({"name": "sock", "mountPath": "/var/run/docker.sock"})) }
+    if let Some(v) = socket["spec"]["volumes"].as_array_mut() {
+        v.push(json!({"name": "sock", "hostPath": {"path": "/var/run/docker.sock", "type": "Socket"}}))
+    }
+    if let Some(v) = socket["spec"]["containers"][0]["volumeMounts"].as_array_mut() {
+        v.push(json!({"name": "sock", "mountPath": "/var/run/docker.sock"}))
+    }
     let mut tampered_args = base.clone();
     sidecar_mut(&mut tampered_args)["args"] = json!(["dockerd", "--host=tcp://0.0.0.0:2375"]);
     let mut tampered_probe = base.clone();
-    sidecar_mut(&mut tampered_probe)["startupProbe"]["exec"]["command"] = json!(["sh", "-c", "mount /dev/vda1 /mnt && cat /mnt/etc/shadow"]);
+    sidecar_mut(&mut tampered_probe)["startupProbe"]["exec"]["command"] =
+        json!(["sh", "-c", "mount /dev/vda1 /mnt && cat /mnt/etc/shadow"]);
     let mut tampered_image = base.clone();
     sidecar_mut(&mut tampered_image)["image"] = json!("evil/docker:dind");
     let mut tampered_mount = base.clone();
-    if let Some(v) = tampered_mount["spec"]["volumes"].as_array_mut() { v.push(json!({"name": "host", "hostPath": {"path": "/"}})) }
-    if let Some(v) = sidecar_mut(&mut tampered_mount)["volumeMounts"].as_array_mut() { v.push(json!({"name": "host", "mountPath": "/host"})) }
-    let impostor = with_container(review_pod("gitlab"), json!({"name": "dind", "image": "docker:28.5.1-dind", "securityContext": {"privileged": true}}));
+    if let Some(v) = tampered_mount["spec"]["volumes"].as_array_mut() {
+        v.push(json!({"name": "host", "hostPath": {"path": "/"}}))
+    }
+    if let Some(v) = sidecar_mut(&mut tampered_mount)["volumeMounts"].as_array_mut() {
+        v.push(json!({"name": "host", "mountPath": "/host"}))
+    }
+    let impostor = with_container(
+        review_pod("gitlab"),
+        json!({"name": "dind", "image": "docker:28.5.1-dind", "securityContext": {"privileged": true}}),
+    );
 
     let cases: [(&str, Value, &[&str]); 7] = [
         ("sidecar probe command changed", tampered_probe, &["sidecar-tampered", "privileged"]),
@@ -138,7 +151,9 @@ fn ephemeral_debug_containers_are_checked_and_spec_unchanged_updates_are_not() {
     debug["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox", "securityContext": {"privileged": true}}]);
     let (out, v) = run(&review_of(&debug, "UPDATE", Some("ephemeralcontainers"), Some(&pod)), PolicyMode::Enforce, &[]);
     assert_eq!(v["response"]["allowed"], false);
-    assert!(v["response"]["status"]["message"].as_str().unwrap_or_default().contains("spec.ephemeralContainers[0].securityContext.privileged"));
+    assert!(
+        v["response"]["status"]["message"].as_str().unwrap_or_default().contains("spec.ephemeralContainers[0].securityContext.privileged")
+    );
     assert_eq!(out.log.violations, vec!["privileged"]);
 
     let mut relabelled = debug.clone();
@@ -150,7 +165,12 @@ fn ephemeral_debug_containers_are_checked_and_spec_unchanged_updates_are_not() {
 
 #[test]
 fn namespace_labels_may_only_tighten_unless_allowed() {
-    let body = review_of(&with_container(injected("gitlab"), json!({"name": "p", "image": "a", "securityContext": {"privileged": true}})), "CREATE", None, None);
+    let body = review_of(
+        &with_container(injected("gitlab"), json!({"name": "p", "image": "a", "securityContext": {"privileged": true}})),
+        "CREATE",
+        None,
+        None,
+    );
     let (out, v) = run(&body, PolicyMode::Enforce, &[("dind-injector.io/policy-mode", "audit")]);
     assert_eq!(v["response"]["allowed"], false, "a namespace cannot loosen enforce to audit");
     assert_eq!(out.log.policy_mode, "enforce");
@@ -182,7 +202,11 @@ fn opt_in_by_label_is_honoured_and_malformed_requests_are_warned_never_denied() 
     // Labelled but never injected: denied, and the message says it was the label.
     let (_, v) = run(&review_of(&labelled, "CREATE", None, None), PolicyMode::Enforce, &[]);
     assert_eq!(v["response"]["allowed"], false);
-    assert!(v["response"]["status"]["message"].as_str().unwrap_or_default().contains("label dind-injector.io/inject"), "{}", v["response"]["status"]["message"]);
+    assert!(
+        v["response"]["status"]["message"].as_str().unwrap_or_default().contains("label dind-injector.io/inject"),
+        "{}",
+        v["response"]["status"]["message"]
+    );
 
     // The annotation wins over the label.
     let mut refused = labelled.clone();
@@ -208,7 +232,8 @@ fn opt_in_by_label_is_honoured_and_malformed_requests_are_warned_never_denied() 
 /// sidecar, and the mirrored mounts it claims. Only the structural checks stand in the way.
 fn forge(mut pod: Value, edit_status: impl FnOnce(&mut inject::InjectionStatus)) -> Value {
     let typed_pod = typed(&pod);
-    let sidecar = typed_pod.spec.and_then(|s| s.init_containers).unwrap_or_default().into_iter().find(|c| c.name == "dind").unwrap_or_default();
+    let sidecar =
+        typed_pod.spec.and_then(|s| s.init_containers).unwrap_or_default().into_iter().find(|c| c.name == "dind").unwrap_or_default();
     let text = pod["metadata"]["annotations"]["dind-injector.io/status"].as_str().unwrap_or_default().to_owned();
     let mut status = inject::InjectionStatus::parse(&text).unwrap_or_else(|| panic!("no status in {text}"));
     status.template = inject::sidecar_fingerprint(&sidecar);
@@ -225,7 +250,13 @@ fn denial(pod: &Value) -> (bool, String) {
 #[test]
 fn the_exemption_accepts_the_mirrored_workspace_and_nothing_else() {
     let base = injected("gitlab");
-    let mirrored: Vec<String> = sidecar_mut(&mut base.clone())["volumeMounts"].as_array().cloned().unwrap_or_default().iter().filter_map(|m| m["mountPath"].as_str().map(str::to_owned)).collect();
+    let mirrored: Vec<String> = sidecar_mut(&mut base.clone())["volumeMounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str().map(str::to_owned))
+        .collect();
     assert!(mirrored.contains(&"/builds".to_owned()), "the workspace is mirrored: {mirrored:?}");
     assert_eq!(denial(&base), (true, String::new()), "the mirrored mounts are accepted");
     assert_eq!(denial(&forge(base.clone(), |_| {})), (true, String::new()), "a recomputed fingerprint alone changes nothing");
@@ -243,25 +274,43 @@ fn the_exemption_accepts_the_mirrored_workspace_and_nothing_else() {
 
     // An extra sidecar mount of the job's own emptyDir, not recorded as mirrored.
     let mut extra = base.clone();
-    if let Some(v) = sidecar_mut(&mut extra)["volumeMounts"].as_array_mut() { v.push(json!({"name": "repo", "mountPath": "/elsewhere"})) }
+    if let Some(v) = sidecar_mut(&mut extra)["volumeMounts"].as_array_mut() {
+        v.push(json!({"name": "repo", "mountPath": "/elsewhere"}))
+    }
     let (allowed, message) = denial(&forge(extra.clone(), |_| {}));
     assert!(!allowed);
     assert!(message.contains("mounts volume \"repo\", which dind-injector did not add"), "{message}");
 
     // The same mount recorded as mirrored, but no job container mounts it there.
     let (allowed, message) = denial(&forge(extra, |s| {
-        s.mirrored.push(inject::workspace::MirroredMount { volume: "repo".into(), path: "/elsewhere".into(), sub_path: None, sub_path_expr: None });
+        s.mirrored.push(inject::workspace::MirroredMount {
+            volume: "repo".into(),
+            path: "/elsewhere".into(),
+            sub_path: None,
+            sub_path_expr: None,
+        });
     }));
     assert!(!allowed);
     assert!(message.contains("no job container mounts it there"), "{message}");
 
     // A Secret the job mounts, "mirrored" by a forged record.
     let mut secret = base.clone();
-    if let Some(v) = secret["spec"]["volumes"].as_array_mut() { v.push(json!({"name": "creds", "secret": {"secretName": "registry"}})) }
-    if let Some(v) = secret["spec"]["containers"][0]["volumeMounts"].as_array_mut() { v.push(json!({"name": "creds", "mountPath": "/creds"})) }
-    if let Some(v) = sidecar_mut(&mut secret)["volumeMounts"].as_array_mut() { v.push(json!({"name": "creds", "mountPath": "/creds"})) }
+    if let Some(v) = secret["spec"]["volumes"].as_array_mut() {
+        v.push(json!({"name": "creds", "secret": {"secretName": "registry"}}))
+    }
+    if let Some(v) = secret["spec"]["containers"][0]["volumeMounts"].as_array_mut() {
+        v.push(json!({"name": "creds", "mountPath": "/creds"}))
+    }
+    if let Some(v) = sidecar_mut(&mut secret)["volumeMounts"].as_array_mut() {
+        v.push(json!({"name": "creds", "mountPath": "/creds"}))
+    }
     let (allowed, message) = denial(&forge(secret, |s| {
-        s.mirrored.push(inject::workspace::MirroredMount { volume: "creds".into(), path: "/creds".into(), sub_path: None, sub_path_expr: None });
+        s.mirrored.push(inject::workspace::MirroredMount {
+            volume: "creds".into(),
+            path: "/creds".into(),
+            sub_path: None,
+            sub_path_expr: None,
+        });
     }));
     assert!(!allowed);
     assert!(message.contains("a secret volume"), "{message}");

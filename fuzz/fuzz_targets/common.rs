@@ -38,10 +38,7 @@ fn version(minor: u32) -> ClusterInfo {
 pub fn contexts() -> &'static Contexts {
     static CONTEXTS: OnceLock<Contexts> = OnceLock::new();
     CONTEXTS.get_or_init(|| {
-        let opted_in = [
-            ("dind-injector.io/injection", "enabled"),
-            ("pod-security.kubernetes.io/enforce", "privileged"),
-        ];
+        let opted_in = [("dind-injector.io/injection", "enabled"), ("pod-security.kubernetes.io/enforce", "privileged")];
         let restricted = [
             ("dind-injector.io/injection", "enabled"),
             ("pod-security.kubernetes.io/enforce", "privileged"),
@@ -71,9 +68,11 @@ pub fn check_decode(data: &[u8]) {
     let decoded = admission::decode_review(data);
     let recovered = admission::recover_uid(data);
     if let Ok(request) = &decoded
-        && !request.uid.is_empty() && request.uid.len() <= 128 {
-            assert_eq!(recovered.as_deref(), Some(request.uid.as_str()), "recover_uid disagrees with decode_review");
-        }
+        && !request.uid.is_empty()
+        && request.uid.len() <= 128
+    {
+        assert_eq!(recovered.as_deref(), Some(request.uid.as_str()), "recover_uid disagrees with decode_review");
+    }
 }
 
 /// The mutating review in every context.

@@ -98,8 +98,7 @@ impl NamespaceArgs {
             view.labels = parse_key_values(l).map_err(|e| format!("--namespace-labels: {e}"))?;
         }
         if let Some(a) = &self.namespace_annotations {
-            view.annotations =
-                parse_key_values(a).map_err(|e| format!("--namespace-annotations: {e}"))?;
+            view.annotations = parse_key_values(a).map_err(|e| format!("--namespace-annotations: {e}"))?;
         }
         Ok(view)
     }
@@ -164,15 +163,11 @@ fn read_input(path: &Path) -> Result<String, String> {
     let read = if path == Path::new("-") {
         std::io::stdin().take(limit).read_to_string(&mut text)
     } else {
-        std::fs::File::open(path)
-            .and_then(|f| f.take(limit).read_to_string(&mut text))
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_string(&mut text))
     };
     read.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if text.len() as u64 > MAX_INPUT_BYTES {
-        return Err(format!(
-            "{} is larger than {MAX_INPUT_BYTES} bytes; split it",
-            path.display()
-        ));
+        return Err(format!("{} is larger than {MAX_INPUT_BYTES} bytes; split it", path.display()));
     }
     Ok(text)
 }
@@ -189,10 +184,7 @@ fn run_inject(args: &InjectArgs) -> Result<ExitCode, String> {
             let _ = writeln!(err, "  warning: {w}");
         }
     }
-    std::io::stdout()
-        .lock()
-        .write_all(yaml.as_bytes())
-        .map_err(|e| format!("cannot write the output: {e}"))?;
+    std::io::stdout().lock().write_all(yaml.as_bytes()).map_err(|e| format!("cannot write the output: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -219,7 +211,11 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
             }
             if args.print {
                 println!("---\n# effective configuration, every default filled in\n{}", config.to_yaml());
-                println!("# daemon.json kept in the {} ConfigMap\n{}", config.sidecar.daemon_config_map, inject::daemon_json_text(&config.daemon));
+                println!(
+                    "# daemon.json kept in the {} ConfigMap\n{}",
+                    config.sidecar.daemon_config_map,
+                    inject::daemon_json_text(&config.daemon)
+                );
             }
             ExitCode::SUCCESS
         }

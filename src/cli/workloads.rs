@@ -102,7 +102,10 @@ impl InjectReport {
         }
         let _ = write!(s, "  validating webhook: {}", self.validating.describe());
         if self.validating == policy::Route::NotSent && v.level == policy::Level::Restricted {
-            let _ = write!(s, " (but the configuration puts this namespace at restricted, which the apiserver cannot see: with policy.level restricted, install manifests/components/restricted-by-default so that every pod is sent)");
+            let _ = write!(
+                s,
+                " (but the configuration puts this namespace at restricted, which the apiserver cannot see: with policy.level restricted, install manifests/components/restricted-by-default so that every pod is sent)"
+            );
         }
         s.push('\n');
         s
@@ -112,9 +115,7 @@ impl InjectReport {
 /// Where the pod template sits in a workload of `kind`.
 fn template_path(kind: &str) -> Option<&'static [&'static str]> {
     match kind {
-        "Job" | "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" => {
-            Some(&["spec", "template"])
-        }
+        "Job" | "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" => Some(&["spec", "template"]),
         "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
         _ => None,
     }
@@ -137,8 +138,7 @@ pub fn inject_documents(
         if value.is_null() {
             continue;
         }
-        process(&mut value, config, cluster, namespace_for, &mut reports)
-            .map_err(|e| format!("document {}: {e}", i + 1))?;
+        process(&mut value, config, cluster, namespace_for, &mut reports).map_err(|e| format!("document {}: {e}", i + 1))?;
         out.push(value);
     }
     let mut yaml = String::new();
@@ -165,11 +165,7 @@ fn process(
         .and_then(Value::as_str)
         .unwrap_or("(unnamed)")
         .to_owned();
-    let namespace = value
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_owned();
+    let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_owned();
     if kind == "List" {
         if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
             for item in items {

@@ -103,9 +103,7 @@ async fn patch_stale<K: WebhookConfiguration>(
     let what = what::<K>(name);
     let indices: Vec<usize> = stale.iter().map(|(i, _)| *i).collect();
     let webhooks: Vec<&str> = stale.iter().map(|(_, n)| n.as_str()).collect();
-    let result = api
-        .patch(name, &PatchParams::default(), &Patch::<()>::Json(ca_patch(&indices, ca_pem_b64(bundle_pem))))
-        .await;
+    let result = api.patch(name, &PatchParams::default(), &Patch::<()>::Json(ca_patch(&indices, ca_pem_b64(bundle_pem)))).await;
     report(result.is_ok());
     match result {
         Ok(_) => {
@@ -156,7 +154,9 @@ pub async fn watch_ca_bundle<K: WebhookConfiguration>(client: Client, cfg: SelfM
                 if !connected {
                     connected = true;
                     match lost.take() {
-                        Some(since) => tracing::info!(configuration = %what, outage_seconds = since.elapsed().as_secs(), "caBundle watch reconnected"),
+                        Some(since) => {
+                            tracing::info!(configuration = %what, outage_seconds = since.elapsed().as_secs(), "caBundle watch reconnected")
+                        }
                         None => tracing::debug!(configuration = %what, "caBundle watch connected"),
                     }
                 }

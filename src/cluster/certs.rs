@@ -88,11 +88,7 @@ impl ServingCert {
     fn from_secret(secret: &Secret) -> Option<ServingCert> {
         let data = secret.data.as_ref()?;
         let text = |k: &str| data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok()).filter(|s| !s.is_empty());
-        Some(ServingCert {
-            cert_pem: text("tls.crt")?,
-            key_pem: text("tls.key")?,
-            ca_bundle_pem: text("ca.crt")?,
-        })
+        Some(ServingCert { cert_pem: text("tls.crt")?, key_pem: text("tls.key")?, ca_bundle_pem: text("ca.crt")? })
     }
 
     /// Whether the leaf is one the injector issued before it had production names (CN
@@ -175,10 +171,7 @@ pub fn issue(cfg: &SelfManaged, now: SystemTime) -> Result<Issued, ClusterError>
     };
     let names = cfg.service_names();
     if let Some(bad) = names.iter().find(|n| !is_dns_name(n)) {
-        return Err(fail(
-            "bad name",
-            format!("{bad:?} is not a DNS name; check --service-name, --pod-namespace and --cluster-domain"),
-        ));
+        return Err(fail("bad name", format!("{bad:?} is not a DNS name; check --service-name, --pod-namespace and --cluster-domain")));
     }
     let today = days_since_epoch(now);
     let date = |days| {
@@ -212,21 +205,15 @@ pub fn issue(cfg: &SelfManaged, now: SystemTime) -> Result<Issued, ClusterError>
     let leaf_key = KeyPair::generate().map_err(rcgen_err("serving key"))?;
     let issuer = Issuer::from_params(&ca, &ca_key);
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(rcgen_err("serving certificate"))?;
-    Ok(Issued {
-        ca_cert_pem: ca_cert.pem(),
-        cert_pem: leaf_cert.pem(),
-        key_pem: leaf_key.serialize_pem(),
-    })
+    Ok(Issued { ca_cert_pem: ca_cert.pem(), cert_pem: leaf_cert.pem(), key_pem: leaf_key.serialize_pem() })
 }
 
 /// The CA bundle after a renewal: the new CA first, then every CA of `old_bundle_pem` that has
 /// not expired at `now_unix` (each may have signed a certificate a replica still serves), once.
 pub fn renewed_bundle(new_ca_pem: &str, old_bundle_pem: &str, now_unix: i64) -> String {
     let mut out = new_ca_pem.to_owned();
-    let mut seen: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(new_ca_pem.as_bytes())
-        .filter_map(Result::ok)
-        .map(|d| d.as_ref().to_vec())
-        .collect();
+    let mut seen: Vec<Vec<u8>> =
+        CertificateDer::pem_slice_iter(new_ca_pem.as_bytes()).filter_map(Result::ok).map(|d| d.as_ref().to_vec()).collect();
     for der in CertificateDer::pem_slice_iter(old_bundle_pem.as_bytes()).filter_map(Result::ok) {
         let live = not_after_unix(der.as_ref()).is_some_and(|t| t > now_unix);
         if live && !seen.iter().any(|s| s.as_slice() == der.as_ref()) {
@@ -329,4 +316,3 @@ fn pem_of(der: &[u8]) -> String {
     out.push_str("-----END CERTIFICATE-----\n");
     out
 }
-

@@ -94,7 +94,12 @@ pub async fn remove(client: &Client, namespace: &str, name: &str) -> Result<Sync
 }
 
 /// Syncs one namespace from the cache's view of it.
-pub async fn sync_namespace(client: &Client, cache: &NamespaceCache, config: &Config, namespace: &str) -> Result<SyncOutcome, ClusterError> {
+pub async fn sync_namespace(
+    client: &Client,
+    cache: &NamespaceCache,
+    config: &Config,
+    namespace: &str,
+) -> Result<SyncOutcome, ClusterError> {
     let name = &config.sidecar.daemon_config_map;
     match cache.get(namespace) {
         Some(view) if view.is_opted_in() => ensure(client, namespace, name, &daemon_json_text(&config.daemon)).await,
@@ -121,10 +126,16 @@ pub async fn run(
         for ns in names {
             match sync_namespace(&client, &cache, &config, &ns).await {
                 Ok(SyncOutcome::UserOwned) => tracing::debug!(namespace = %ns, "namespace has its own daemon.json ConfigMap; left alone"),
-                Ok(SyncOutcome::Conflict) => tracing::warn!(namespace = %ns, "daemon.json ConfigMap is partly owned by another field manager; left alone"),
-                Ok(outcome @ (SyncOutcome::Applied | SyncOutcome::Removed)) => tracing::info!(namespace = %ns, ?outcome, "daemon.json ConfigMap synced"),
+                Ok(SyncOutcome::Conflict) => {
+                    tracing::warn!(namespace = %ns, "daemon.json ConfigMap is partly owned by another field manager; left alone")
+                }
+                Ok(outcome @ (SyncOutcome::Applied | SyncOutcome::Removed)) => {
+                    tracing::info!(namespace = %ns, ?outcome, "daemon.json ConfigMap synced")
+                }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(namespace = %ns, error = %e, reason = e.metric_label(), "daemon.json ConfigMap sync failed; retrying at the next resync"),
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %e, reason = e.metric_label(), "daemon.json ConfigMap sync failed; retrying at the next resync")
+                }
             }
         }
     }

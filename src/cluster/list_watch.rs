@@ -63,14 +63,7 @@ pub fn list_watch<K>(api: Api<K>, field_selector: Option<String>) -> impl Stream
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    let state = Loop {
-        api,
-        field_selector,
-        phase: Phase::List,
-        pending: VecDeque::new(),
-        wait: None,
-        backoff: FIRST_BACKOFF,
-    };
+    let state = Loop { api, field_selector, phase: Phase::List, pending: VecDeque::new(), wait: None, backoff: FIRST_BACKOFF };
     futures_util::stream::unfold(state, |mut state| async move {
         let signal = state.next().await;
         Some((signal, state))

@@ -2,8 +2,8 @@
 //! and self-managed certificates. Each is a thin layer over `kube`, tested against recorded
 //! apiserver exchanges (`tests/cluster.rs`); the decisions stay in the pure core.
 
-pub mod certs;
 pub mod ca_bundle;
+pub mod certs;
 pub mod daemon_config;
 pub mod list_watch;
 pub mod namespaces;

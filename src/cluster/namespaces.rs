@@ -31,10 +31,7 @@ pub struct NamespaceCache {
 
 impl std::fmt::Debug for NamespaceCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NamespaceCache")
-            .field("synced", &self.is_ready())
-            .field("connected", &self.is_connected())
-            .finish_non_exhaustive()
+        f.debug_struct("NamespaceCache").field("synced", &self.is_ready()).field("connected", &self.is_connected()).finish_non_exhaustive()
     }
 }
 
@@ -46,11 +43,7 @@ impl NamespaceCache {
         changes: Option<mpsc::UnboundedSender<String>>,
     ) -> (NamespaceCache, impl Future<Output = ()> + Send + 'static) {
         let (store, writer) = reflector::store();
-        let cache = NamespaceCache {
-            store,
-            synced: Arc::new(AtomicBool::new(false)),
-            connected: Arc::new(AtomicBool::new(false)),
-        };
+        let cache = NamespaceCache { store, synced: Arc::new(AtomicBool::new(false)), connected: Arc::new(AtomicBool::new(false)) };
         // An Api over PartialObjectMeta asks for metadata only: no namespace specs or status.
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
         let driver = {
@@ -121,11 +114,7 @@ impl NamespaceCache {
 impl NamespaceLookup for NamespaceCache {
     fn get(&self, name: &str) -> Option<NamespaceView> {
         let ns = self.store.get(&ObjectRef::new(name))?;
-        Some(NamespaceView::new(
-            name,
-            ns.metadata.labels.clone().unwrap_or_default(),
-            ns.metadata.annotations.clone().unwrap_or_default(),
-        ))
+        Some(NamespaceView::new(name, ns.metadata.labels.clone().unwrap_or_default(), ns.metadata.annotations.clone().unwrap_or_default()))
     }
 
     fn is_ready(&self) -> bool {

@@ -15,10 +15,7 @@ pub async fn server_version(client: &Client) -> Result<KubeVersion, ClusterError
 /// Reads `major`/`minor` as the apiserver reports them (`"1"`, `"30+"` on some providers).
 pub fn parse_version(major: &str, minor: &str) -> KubeVersion {
     let digits = |s: &str| s.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0);
-    KubeVersion {
-        major: digits(major),
-        minor: digits(minor),
-    }
+    KubeVersion { major: digits(major), minor: digits(minor) }
 }
 
 #[cfg(test)]

@@ -23,11 +23,7 @@ fn non_root<'a>(c: &'a Container, pod: Option<&PodSecurityContext>) -> Option<No
         Some(u) => u != 0,
         None => non_root_required,
     };
-    is_non_root.then(|| NonRoot {
-        name: &c.name,
-        user,
-        run_as_group: sc.and_then(|s| s.run_as_group).or(pod.and_then(|p| p.run_as_group)),
-    })
+    is_non_root.then(|| NonRoot { name: &c.name, user, run_as_group: sc.and_then(|s| s.run_as_group).or(pod.and_then(|p| p.run_as_group)) })
 }
 
 /// The socket's group for a pod without `fsGroup` and a cluster without `sidecar.socketGroup`:
@@ -36,19 +32,13 @@ fn non_root<'a>(c: &'a Container, pod: Option<&PodSecurityContext>) -> Option<No
 pub fn socket_group(spec: &PodSpec, targets: &[usize], transport: Transport, config: &Config, warnings: &mut Vec<String>) -> u32 {
     let pod = spec.security_context.as_ref();
     let supplemental: Vec<i64> = pod.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default();
-    let jobs: Vec<NonRoot> = targets
-        .iter()
-        .filter_map(|&i| spec.containers.get(i))
-        .filter_map(|c| non_root(c, pod))
-        .collect();
+    let jobs: Vec<NonRoot> = targets.iter().filter_map(|&i| spec.containers.get(i)).filter_map(|c| non_root(c, pod)).collect();
     if jobs.is_empty() {
         return 0;
     }
     let has = |j: &NonRoot, g: i64| j.run_as_group == Some(g) || supplemental.contains(&g);
     let candidates = jobs.iter().filter_map(|j| j.run_as_group).chain(supplemental.iter().copied());
-    let common = candidates
-        .filter(|&g| jobs.iter().all(|j| has(j, g)))
-        .find_map(|g| u32::try_from(g).ok());
+    let common = candidates.filter(|&g| jobs.iter().all(|j| has(j, g))).find_map(|g| u32::try_from(g).ok());
     if let Some(g) = common {
         return g;
     }
@@ -78,7 +68,12 @@ mod tests {
     fn job(name: &str, user: Option<i64>, group: Option<i64>, non_root: Option<bool>) -> Container {
         Container {
             name: name.into(),
-            security_context: Some(SecurityContext { run_as_user: user, run_as_group: group, run_as_non_root: non_root, ..SecurityContext::default() }),
+            security_context: Some(SecurityContext {
+                run_as_user: user,
+                run_as_group: group,
+                run_as_non_root: non_root,
+                ..SecurityContext::default()
+            }),
             ..Container::default()
         }
     }

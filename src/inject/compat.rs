@@ -40,12 +40,8 @@ pub fn documented_transport(value: &str) -> Option<Transport> {
 /// injection makes, before mount clashes are looked at).
 pub fn candidate_targets(spec: &PodSpec, runner: Runner, settings: &Settings) -> Vec<usize> {
     match &settings.containers {
-        None => (0..spec.containers.len())
-            .filter(|&i| runner.is_job_container(&spec.containers[i].name))
-            .collect(),
-        Some(named) => (0..spec.containers.len())
-            .filter(|&i| named.contains(&spec.containers[i].name))
-            .collect(),
+        None => (0..spec.containers.len()).filter(|&i| runner.is_job_container(&spec.containers[i].name)).collect(),
+        Some(named) => (0..spec.containers.len()).filter(|&i| named.contains(&spec.containers[i].name)).collect(),
     }
 }
 
@@ -117,9 +113,7 @@ pub fn plan_listeners(
         .flatten()
         .filter_map(|m| m.get(annotations::TRANSPORT))
         .any(|v| Transport::parse(v) == Some(settings.transport));
-    let allowed = |t: Transport| {
-        t == config.sidecar.transport || config.overrides.allowed_transports.contains(&t)
-    };
+    let allowed = |t: Transport| t == config.sidecar.transport || config.overrides.allowed_transports.contains(&t);
     let mut decided_by: Option<&str> = None;
     if !chosen_by_annotation {
         let wants = |t: Transport| jobs.iter().find(|(_, _, w)| *w == t && allowed(t));
@@ -141,10 +135,7 @@ pub fn plan_listeners(
             continue;
         }
         let why = if !allowed(wanted) {
-            format!(
-                "the administrator does not allow the {} transport (overrides.allowedTransports)",
-                wanted.as_str()
-            )
+            format!("the administrator does not allow the {} transport (overrides.allowedTransports)", wanted.as_str())
         } else if wanted == Transport::Tcp && settings.transport == Transport::Unix {
             listeners.extra_plain = true;
             listeners.served.push(value);
@@ -154,10 +145,7 @@ pub fn plan_listeners(
                 "the daemon serves TLS on 127.0.0.1:{TLS_PORT} (chosen by {chooser}), and one dockerd cannot serve plain TCP and TLS at once"
             )
         } else {
-            format!(
-                "TLS needs the tcp-tls transport, and {chooser} chose {}",
-                settings.transport.as_str()
-            )
+            format!("TLS needs the tcp-tls transport, and {chooser} chose {}", settings.transport.as_str())
         };
         warnings.push(format!(
             "dind-injector: container {name:?} sets DOCKER_HOST={value:?}, which cannot be served: {why}. Give every job container the same DOCKER_HOST, or remove it to use the injected daemon ({})",
@@ -246,7 +234,9 @@ mod tests {
                 .enumerate()
                 .map(|(i, env)| Container {
                     name: format!("c{i}"),
-                    env: Some(env.iter().map(|(k, v)| EnvVar { name: (*k).into(), value: Some((*v).into()), ..EnvVar::default() }).collect()),
+                    env: Some(
+                        env.iter().map(|(k, v)| EnvVar { name: (*k).into(), value: Some((*v).into()), ..EnvVar::default() }).collect(),
+                    ),
                     ..Container::default()
                 })
                 .collect(),
@@ -288,12 +278,19 @@ mod tests {
         let (t, l, w) = listen(&tls, Transport::Unix, Some("unix"), &c);
         assert_eq!(t, Transport::Unix);
         assert!(!l.extra_plain && l.handles("tcp://docker:2376"));
-        assert!(w.len() == 1 && w[0].contains("\"c0\"") && w[0].contains("tcp-tls") && w[0].contains("dind-injector.io/transport"), "{w:?}");
+        assert!(
+            w.len() == 1 && w[0].contains("\"c0\"") && w[0].contains("tcp-tls") && w[0].contains("dind-injector.io/transport"),
+            "{w:?}"
+        );
     }
 
     #[test]
     fn mixed_plain_and_tls_serves_tls_and_says_why_not_plain() {
-        let both = pod(&[&[("DOCKER_HOST", "tcp://docker:2375")], &[("DOCKER_HOST", "tcp://localhost:2376")], &[("DOCKER_HOST", "tcp://127.0.0.1:2376/")]]);
+        let both = pod(&[
+            &[("DOCKER_HOST", "tcp://docker:2375")],
+            &[("DOCKER_HOST", "tcp://localhost:2376")],
+            &[("DOCKER_HOST", "tcp://127.0.0.1:2376/")],
+        ]);
         let (t, l, w) = listen(&both, Transport::Unix, None, &Config::default());
         assert_eq!(t, Transport::TcpTls);
         assert!(l.handles("tcp://localhost:2376") && l.handles("tcp://127.0.0.1:2376"));
@@ -328,7 +325,13 @@ mod tests {
     #[test]
     fn certificates_go_where_the_job_looks() {
         let c = Config::default();
-        let names = InjectedNames { container: "dind".into(), storage: "s".into(), daemon_config: "d".into(), no_token: "t".into(), shared: Some("certs".into()) };
+        let names = InjectedNames {
+            container: "dind".into(),
+            storage: "s".into(),
+            daemon_config: "d".into(),
+            no_token: "t".into(),
+            shared: Some("certs".into()),
+        };
         let plan = sidecar::build(&settings(Transport::TcpTls), &c, &names, 0);
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, bool);
         let table: [Case; 5] = [
@@ -341,7 +344,11 @@ mod tests {
         for (env, path, warns) in table {
             let spec = pod(&[env]);
             let (job_env, mounts, w) = job_side(&spec.containers[0], &plan, Transport::TcpTls);
-            assert_eq!(mounts.iter().find(|m| m.sub_path.as_deref() == Some("client")).map(|m| m.mount_path.as_str()), Some(path), "{env:?}");
+            assert_eq!(
+                mounts.iter().find(|m| m.sub_path.as_deref() == Some("client")).map(|m| m.mount_path.as_str()),
+                Some(path),
+                "{env:?}"
+            );
             assert_eq!(mounts.iter().find(|m| m.sub_path.is_some()).and_then(|m| m.read_only), Some(true));
             let cert_env = job_env.iter().find(|e| e.name == "DOCKER_CERT_PATH").and_then(|e| e.value.as_deref());
             assert_eq!(cert_env, Some(path), "{env:?}");

@@ -7,11 +7,7 @@ use crate::config::DaemonConfig;
 /// The `daemon.json` document for `config`. Keys the command line sets are refused when the
 /// configuration is loaded (`config::DAEMON_JSON_RESERVED`), so this never conflicts with them.
 pub fn daemon_json(config: &DaemonConfig) -> Value {
-    let mut doc: Map<String, Value> = config
-        .settings
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut doc: Map<String, Value> = config.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     if !config.registry_mirrors.is_empty() {
         doc.insert("registry-mirrors".into(), config.registry_mirrors.clone().into());
     }

@@ -172,29 +172,16 @@ impl SkipReason {
 }
 
 /// Decides whether and how to inject a Docker daemon into `pod`.
-pub fn plan_injection(
-    pod: &Pod,
-    namespace: &NamespaceView,
-    config: &Config,
-    cluster: &ClusterInfo,
-) -> Decision {
+pub fn plan_injection(pod: &Pod, namespace: &NamespaceView, config: &Config, cluster: &ClusterInfo) -> Decision {
     let (runner, runner_warning) = runner::runner_of(pod);
     let mut warnings: Vec<String> = runner_warning.into_iter().collect();
     match decide(pod, runner, namespace, config, cluster, &mut warnings) {
-        Ok(injection) => Decision {
-            runner,
-            outcome: Outcome::Inject(Box::new(injection)),
-            warnings,
-        },
+        Ok(injection) => Decision { runner, outcome: Outcome::Inject(Box::new(injection)), warnings },
         Err(reason) => {
             if reason.warns() {
                 warnings.push(format!("dind-injector: no Docker daemon injected: {}", reason.message()));
             }
-            Decision {
-                runner,
-                outcome: Outcome::Skip(reason),
-                warnings,
-            }
+            Decision { runner, outcome: Outcome::Skip(reason), warnings }
         }
     }
 }
@@ -221,23 +208,17 @@ fn decide(
         return Err(SkipReason::NamespaceNotOptedIn(namespace.name.clone()));
     }
     if let Some(level @ ("baseline" | "restricted")) = namespace.pod_security_enforce() {
-        return Err(SkipReason::PodSecurityForbidsPrivileged {
-            namespace: namespace.name.clone(),
-            level: level.to_owned(),
-        });
+        return Err(SkipReason::PodSecurityForbidsPrivileged { namespace: namespace.name.clone(), level: level.to_owned() });
     }
     let spec = pod.spec.as_ref().ok_or(SkipReason::NoSpec)?;
     if spec.host_network == Some(true) {
         return Err(SkipReason::HostNetwork);
     }
     if let Some(c) = all_containers(spec).find(|c| runner::runs_docker_daemon(c)) {
-        return Err(SkipReason::OwnDaemon {
-            container: c.name.clone(),
-        });
+        return Err(SkipReason::OwnDaemon { container: c.name.clone() });
     }
 
-    let (mut settings, mut setting_warnings) =
-        settings::resolve(pod_annotations, &namespace.annotations, config, cluster);
+    let (mut settings, mut setting_warnings) = settings::resolve(pod_annotations, &namespace.annotations, config, cluster);
     warnings.append(&mut setting_warnings);
     let workspace_setting = workspace::resolve(pod_annotations, &namespace.annotations, config, warnings);
     let candidates = compat::candidate_targets(spec, runner, &settings);
@@ -264,11 +245,7 @@ fn decide(
     for &i in &targets {
         add_to_job_container(&mut patch, i, &spec.containers[i], &plan, &settings, config, &listeners, warnings);
     }
-    patch.append(
-        &["spec", "volumes"],
-        spec.volumes.is_some(),
-        &plan.volumes,
-    );
+    patch.append(&["spec", "volumes"], spec.volumes.is_some(), &plan.volumes);
     let sidecar = &plan.container;
     match settings.mode {
         SidecarMode::Container => {
@@ -300,25 +277,15 @@ fn decide(
         mirrored,
     };
     let has_annotations = pod_annotations.is_some();
-    patch.insert(
-        &["metadata", "annotations"],
-        has_annotations,
-        annotations::STATUS,
-        &status.to_annotation(),
-    );
+    patch.insert(&["metadata", "annotations"], has_annotations, annotations::STATUS, &status.to_annotation());
     if settings.mode == SidecarMode::Container
         && !pod_annotations.is_some_and(|a| a.contains_key(annotations::DEFAULT_CONTAINER))
-        && let Some(first) = spec.containers.first() {
-            // kubectl logs/exec would otherwise pick the sidecar, now first in the list.
-            patch.insert(&["metadata", "annotations"], true, annotations::DEFAULT_CONTAINER, &first.name);
-        }
-    Ok(Injection {
-        patch: patch.build(),
-        status,
-        sidecar: plan.container,
-        volumes: plan.volumes,
-        settings,
-    })
+        && let Some(first) = spec.containers.first()
+    {
+        // kubectl logs/exec would otherwise pick the sidecar, now first in the list.
+        patch.insert(&["metadata", "annotations"], true, annotations::DEFAULT_CONTAINER, &first.name);
+    }
+    Ok(Injection { patch: patch.build(), status, sidecar: plan.container, volumes: plan.volumes, settings })
 }
 
 /// Makes `docker` resolve to 127.0.0.1 (the `tcp://docker:237x` addresses of the runners' DinD
@@ -336,18 +303,12 @@ fn add_docker_host_alias(patch: &mut PatchBuilder, spec: &PodSpec) {
         patch.append(&["spec", "hostAliases", &idx, "hostnames"], has_names, &["docker"]);
         return;
     }
-    let alias = HostAlias {
-        ip: LOOPBACK.into(),
-        hostnames: Some(vec!["docker".into()]),
-    };
+    let alias = HostAlias { ip: LOOPBACK.into(), hostnames: Some(vec!["docker".into()]) };
     patch.append(&["spec", "hostAliases"], spec.host_aliases.is_some(), &[alias]);
 }
 
 fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
-    spec.init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
+    spec.init_containers.iter().flatten().chain(spec.containers.iter())
 }
 
 fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> InjectedNames {
@@ -359,9 +320,7 @@ fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> Injected
     let mut picked: Vec<String> = Vec::with_capacity(4);
     let prefix = &config.sidecar.volume_prefix;
     let mut volume = |suffix: &str| {
-        let name = unique_name(&format!("{prefix}-{suffix}"), |n| {
-            taken_volumes.contains(n) || picked.iter().any(|p| p == n)
-        });
+        let name = unique_name(&format!("{prefix}-{suffix}"), |n| taken_volumes.contains(n) || picked.iter().any(|p| p == n));
         picked.push(name.clone());
         name
     };
@@ -373,13 +332,7 @@ fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> Injected
         Transport::TcpTls => Some(volume("certs")),
         Transport::Tcp => None,
     };
-    InjectedNames {
-        container,
-        storage,
-        daemon_config,
-        no_token,
-        shared,
-    }
+    InjectedNames { container, storage, daemon_config, no_token, shared }
 }
 
 /// Indices into `spec.containers` of the containers that get `DOCKER_HOST`.
@@ -391,9 +344,7 @@ fn pick_targets(
     warnings: &mut Vec<String>,
 ) -> Vec<usize> {
     let mut targets: Vec<usize> = match &settings.containers {
-        None => (0..spec.containers.len())
-            .filter(|&i| runner.is_job_container(&spec.containers[i].name))
-            .collect(),
+        None => (0..spec.containers.len()).filter(|&i| runner.is_job_container(&spec.containers[i].name)).collect(),
         Some(named) => {
             let mut picked = Vec::new();
             for name in named {
@@ -407,10 +358,7 @@ fn pick_targets(
                         annotations::CONTAINERS
                     ));
                 } else {
-                    warnings.push(format!(
-                        "dind-injector: {} names {name:?}, but the pod has no such container",
-                        annotations::CONTAINERS
-                    ));
+                    warnings.push(format!("dind-injector: {} names {name:?}, but the pod has no such container", annotations::CONTAINERS));
                 }
             }
             picked.sort_unstable();
@@ -449,12 +397,11 @@ fn add_to_job_container(
     warnings: &mut Vec<String>,
 ) {
     let idx = index.to_string();
-    let existing = |name: &str| -> Option<&EnvVar> {
-        container.env.iter().flatten().find(|e| e.name == name)
-    };
+    let existing = |name: &str| -> Option<&EnvVar> { container.env.iter().flatten().find(|e| e.name == name) };
     if let Some(user) = existing("DOCKER_HOST") {
         let value = user.value.as_deref().unwrap_or_default();
-        if user.value_from.is_some() || !(sidecar::points_at_injected_daemon(value, settings.transport, config) || listeners.handles(value)) {
+        if user.value_from.is_some() || !(sidecar::points_at_injected_daemon(value, settings.transport, config) || listeners.handles(value))
+        {
             warnings.push(format!(
                 "dind-injector: container {:?} sets DOCKER_HOST={value:?}, which is not the injected daemon ({}); it is left as set. Remove it, or choose the transport with {}",
                 container.name,
@@ -464,14 +411,15 @@ fn add_to_job_container(
         }
     }
     if settings.transport != Transport::TcpTls
-        && let Some(v) = existing("DOCKER_TLS_VERIFY").and_then(|e| e.value.as_deref()).filter(|v| !v.is_empty()) {
-            warnings.push(format!(
+        && let Some(v) = existing("DOCKER_TLS_VERIFY").and_then(|e| e.value.as_deref()).filter(|v| !v.is_empty())
+    {
+        warnings.push(format!(
                 "dind-injector: container {:?} sets DOCKER_TLS_VERIFY={v:?}, but the injected daemon's transport is {}; the docker client will fail to connect. Remove it, or set {}: tcp-tls",
                 container.name,
                 settings.transport.as_str(),
                 annotations::TRANSPORT
             ));
-        }
+    }
     let (job_env, job_mounts, cert_warning) = compat::job_side(container, plan, settings.transport);
     warnings.extend(cert_warning);
     let env: Vec<&EnvVar> = job_env.iter().filter(|e| existing(&e.name).is_none()).collect();

@@ -59,10 +59,7 @@ pub struct PatchBuilder {
 impl Default for PatchBuilder {
     /// Room for a usual injection's patch (about 3 KiB for the GitLab pod) without growing.
     fn default() -> Self {
-        PatchBuilder {
-            patch: Patch { json: Vec::with_capacity(4096), ops: 0 },
-            path: String::with_capacity(64),
-        }
+        PatchBuilder { patch: Patch { json: Vec::with_capacity(4096), ops: 0 }, path: String::with_capacity(64) }
     }
 }
 

@@ -44,8 +44,7 @@ impl Runner {
     pub fn detect(pod: &Pod) -> Runner {
         let labels = pod.metadata.labels.as_ref();
         let has_label = |key: &str| labels.is_some_and(|l| l.contains_key(key));
-        let has_label_prefix =
-            |prefix: &str| labels.is_some_and(|l| l.keys().any(|k| k.starts_with(prefix)));
+        let has_label_prefix = |prefix: &str| labels.is_some_and(|l| l.keys().any(|k| k.starts_with(prefix)));
         if has_label("job.runner.gitlab.com/pod") || has_label_prefix("job.runner.gitlab.com/") {
             return Runner::GitLab;
         }
@@ -53,9 +52,7 @@ impl Runner {
             return Runner::Buildkite;
         }
         let containers = pod.spec.as_ref().map_or(&[][..], |s| &s.containers[..]);
-        let harness_names = containers
-            .iter()
-            .any(|c| c.name == "lite-engine" || is_numbered(&c.name, "step-"));
+        let harness_names = containers.iter().any(|c| c.name == "lite-engine" || is_numbered(&c.name, "step-"));
         if has_label("pipelineExecutionID") && harness_names {
             return Runner::Harness;
         }
@@ -81,11 +78,7 @@ impl Runner {
 /// The runner named by the pod's `dind-injector.io/runner` annotation, or detected. The second
 /// value is a warning when the annotation names no runner.
 pub fn runner_of(pod: &Pod) -> (Runner, Option<String>) {
-    let named = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(annotations::RUNNER));
+    let named = pod.metadata.annotations.as_ref().and_then(|a| a.get(annotations::RUNNER));
     match named {
         None => (Runner::detect(pod), None),
         Some(value) => match Runner::parse(value) {
@@ -104,8 +97,7 @@ pub fn runner_of(pod: &Pod) -> (Runner, Option<String>) {
 }
 
 fn is_numbered(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix)
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    name.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Whether a container runs a Docker daemon of its own: it starts `dockerd` (or the dind
@@ -120,11 +112,7 @@ pub fn runs_docker_daemon(c: &Container) -> bool {
     if command.first().is_some_and(program) || (command.is_empty() && args.first().is_some_and(program)) {
         return true;
     }
-    let dind_image = c
-        .image
-        .as_deref()
-        .and_then(|i| ImageRef::parse(i).ok())
-        .is_some_and(|r| r.is_dind());
+    let dind_image = c.image.as_deref().and_then(|i| ImageRef::parse(i).ok()).is_some_and(|r| r.is_dind());
     // The dind image's entrypoint starts dockerd unless the pod gives it another program to run.
     dind_image && command.is_empty() && args.first().is_none_or(|a| a.starts_with('-'))
 }
@@ -135,13 +123,7 @@ mod tests {
 
     fn container(image: &str, command: &[&str], args: &[&str]) -> Container {
         let list = |v: &[&str]| (!v.is_empty()).then(|| v.iter().map(|s| s.to_string()).collect());
-        Container {
-            name: "c".into(),
-            image: Some(image.into()),
-            command: list(command),
-            args: list(args),
-            ..Container::default()
-        }
+        Container { name: "c".into(), image: Some(image.into()), command: list(command), args: list(args), ..Container::default() }
     }
 
     #[test]

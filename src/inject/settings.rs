@@ -61,17 +61,11 @@ pub fn resolve(
     };
     let mut warnings = Vec::new();
     let empty = BTreeMap::new();
-    let layers = [
-        ("namespace", namespace_annotations),
-        ("pod", pod_annotations.unwrap_or(&empty)),
-    ];
+    let layers = [("namespace", namespace_annotations), ("pod", pod_annotations.unwrap_or(&empty))];
     for (source, map) in layers {
         for (key, value) in map.iter().filter(|(k, _)| k.starts_with(annotations::PREFIX)) {
             if let Err(why) = apply(&mut settings, key, value, config) {
-                warnings.push(format!(
-                    "dind-injector: {source} annotation {key}={} is not applied: {why}",
-                    shorten(value)
-                ));
+                warnings.push(format!("dind-injector: {source} annotation {key}={} is not applied: {why}", shorten(value)));
             }
         }
     }
@@ -88,13 +82,11 @@ pub fn resolve(
 
 /// A limit below the (overridden) request is raised to it: the apiserver refuses request > limit.
 fn raise_limit(request: &str, limit: &mut Option<String>) {
-    if let (Ok(req), Some(Ok(lim))) = (
-        Quantity::parse(request),
-        limit.as_deref().map(Quantity::parse),
-    )
-        && lim < req {
-            *limit = Some(request.to_owned());
-        }
+    if let (Ok(req), Some(Ok(lim))) = (Quantity::parse(request), limit.as_deref().map(Quantity::parse))
+        && lim < req
+    {
+        *limit = Some(request.to_owned());
+    }
 }
 
 fn apply(settings: &mut Settings, key: &str, value: &str, config: &Config) -> Result<(), String> {
@@ -128,19 +120,10 @@ fn apply(settings: &mut Settings, key: &str, value: &str, config: &Config) -> Re
             settings.mtu = Mtu::parse(value)?;
         }
         annotations::CPU => settings.cpu = bounded(value, &o.max_cpu, "overrides.maxCpu")?,
-        annotations::MEMORY => {
-            settings.memory = bounded(value, &o.max_memory, "overrides.maxMemory")?
-        }
-        annotations::STORAGE => {
-            settings.storage = bounded(value, &o.max_storage, "overrides.maxStorage")?
-        }
+        annotations::MEMORY => settings.memory = bounded(value, &o.max_memory, "overrides.maxMemory")?,
+        annotations::STORAGE => settings.storage = bounded(value, &o.max_storage, "overrides.maxStorage")?,
         annotations::CONTAINERS => {
-            let names: Vec<String> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect();
+            let names: Vec<String> = value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect();
             if names.is_empty() {
                 return Err("it names no container; list them like build,svc-0".into());
             }
@@ -161,9 +144,7 @@ fn bounded(value: &str, max: &str, max_key: &str) -> Result<String, String> {
         return Err("it must be more than 0".into());
     }
     match Quantity::parse(max) {
-        Ok(m) if q > m => Err(format!(
-            "it exceeds the administrator's maximum {max} ({max_key})"
-        )),
+        Ok(m) if q > m => Err(format!("it exceeds the administrator's maximum {max} ({max_key})")),
         _ => Ok(value.trim().to_owned()),
     }
 }

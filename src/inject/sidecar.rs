@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Lifecycle,
-    LifecycleHandler, Probe, ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Lifecycle, LifecycleHandler, Probe, ResourceRequirements,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
@@ -76,9 +76,7 @@ pub fn points_at_injected_daemon(value: &str, transport: Transport, config: &Con
         Transport::Tcp => TCP_PORT,
         Transport::TcpTls => TLS_PORT,
     };
-    ["127.0.0.1", "localhost", "docker"]
-        .iter()
-        .any(|h| value == format!("tcp://{h}:{port}"))
+    ["127.0.0.1", "localhost", "docker"].iter().any(|h| value == format!("tcp://{h}:{port}"))
 }
 
 /// Builds the sidecar for `settings` with `names`; `socket_group` owns the Unix socket.
@@ -139,21 +137,14 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         },
         Volume {
             name: names.no_token.clone(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(K8sQuantity("1Ki".to_owned())),
-                ..EmptyDirVolumeSource::default()
-            }),
+            empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(K8sQuantity("1Ki".to_owned())), ..EmptyDirVolumeSource::default() }),
             ..Volume::default()
         },
     ];
     let mut job_env = vec![env("DOCKER_HOST", &docker_host(transport, config))];
     let mut job_mounts = Vec::new();
     if let Some(shared) = &names.shared {
-        volumes.push(Volume {
-            name: shared.clone(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        });
+        volumes.push(Volume { name: shared.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
         match transport {
             Transport::Unix => {
                 mounts.push(mount(shared, &sc.socket_dir, false));
@@ -161,10 +152,8 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
             }
             Transport::TcpTls => {
                 mounts.push(mount(shared, &sc.cert_dir, false));
-                job_mounts.push(VolumeMount {
-                    sub_path: Some("client".to_owned()),
-                    ..mount(shared, &format!("{}/client", sc.cert_dir), true)
-                });
+                job_mounts
+                    .push(VolumeMount { sub_path: Some("client".to_owned()), ..mount(shared, &format!("{}/client", sc.cert_dir), true) });
                 job_env.push(env("DOCKER_TLS_VERIFY", "1"));
                 job_env.push(env("DOCKER_CERT_PATH", &format!("{}/client", sc.cert_dir)));
             }
@@ -175,9 +164,7 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
     let probe_command = probe_command(transport, config);
     let timeout_secs = i32::try_from(sc.startup_timeout.0.as_secs().max(1)).unwrap_or(i32::MAX);
     let startup_probe = Probe {
-        exec: Some(ExecAction {
-            command: Some(probe_command.clone()),
-        }),
+        exec: Some(ExecAction { command: Some(probe_command.clone()) }),
         period_seconds: Some(1),
         timeout_seconds: Some(5),
         failure_threshold: Some(timeout_secs),
@@ -190,10 +177,7 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         ("memory".to_owned(), K8sQuantity(settings.memory.clone())),
         ("ephemeral-storage".to_owned(), K8sQuantity(settings.storage.clone())),
     ]);
-    let mut limits = BTreeMap::from([(
-        "ephemeral-storage".to_owned(),
-        K8sQuantity(settings.storage.clone()),
-    )]);
+    let mut limits = BTreeMap::from([("ephemeral-storage".to_owned(), K8sQuantity(settings.storage.clone()))]);
     if let Some(l) = &settings.cpu_limit {
         limits.insert("cpu".to_owned(), K8sQuantity(l.clone()));
     }
@@ -220,15 +204,8 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         args: Some(args),
         // Empty: the image's entrypoint makes no certificates and adds no listener of its own. Written
         // without a value, as the apiserver stores an empty one.
-        env: Some(vec![EnvVar {
-            name: "DOCKER_TLS_CERTDIR".to_owned(),
-            ..EnvVar::default()
-        }]),
-        resources: Some(ResourceRequirements {
-            requests: Some(requests),
-            limits: Some(limits),
-            ..ResourceRequirements::default()
-        }),
+        env: Some(vec![EnvVar { name: "DOCKER_TLS_CERTDIR".to_owned(), ..EnvVar::default() }]),
+        resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..ResourceRequirements::default() }),
         security_context: Some(SecurityContext {
             privileged: Some(true),
             run_as_user: Some(0),
@@ -242,12 +219,7 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     };
-    SidecarPlan {
-        container,
-        volumes,
-        job_env,
-        job_mounts,
-    }
+    SidecarPlan { container, volumes, job_env, job_mounts }
 }
 
 /// `docker info` against the injected daemon, with every connection flag explicit.
@@ -273,9 +245,7 @@ fn hold_until_ready(probe: &[String], timeout_secs: i32) -> Lifecycle {
     );
     Lifecycle {
         post_start: Some(LifecycleHandler {
-            exec: Some(ExecAction {
-                command: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), script]),
-            }),
+            exec: Some(ExecAction { command: Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), script]) }),
             ..LifecycleHandler::default()
         }),
         ..Lifecycle::default()
@@ -335,20 +305,11 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.to_owned()),
-        ..EnvVar::default()
-    }
+    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() }
 }
 
 fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: volume.to_owned(),
-        mount_path: path.to_owned(),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
+    VolumeMount { name: volume.to_owned(), mount_path: path.to_owned(), read_only: read_only.then_some(true), ..VolumeMount::default() }
 }
 
 #[cfg(test)]

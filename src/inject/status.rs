@@ -4,9 +4,7 @@
 use std::borrow::Cow;
 use std::io;
 
-use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, Lifecycle, Probe, SecurityContext, VolumeDevice, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar, Lifecycle, Probe, SecurityContext, VolumeDevice, VolumeMount};
 use serde::{Deserialize, Serialize};
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
@@ -264,11 +262,7 @@ mod tests {
         Container {
             name: "dind".into(),
             image: Some("docker:28.5.1-dind".into()),
-            env: Some(vec![EnvVar {
-                name: "DOCKER_TLS_CERTDIR".into(),
-                value: value.map(str::to_owned),
-                ..EnvVar::default()
-            }]),
+            env: Some(vec![EnvVar { name: "DOCKER_TLS_CERTDIR".into(), value: value.map(str::to_owned), ..EnvVar::default() }]),
             args: Some(vec![]),
             ..Container::default()
         }

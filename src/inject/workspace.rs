@@ -108,10 +108,7 @@ pub fn resolve(
     config: &Config,
     warnings: &mut Vec<String>,
 ) -> WorkspaceSetting {
-    let mut setting = WorkspaceSetting {
-        auto: config.sidecar.workspace == WorkspaceMirroring::Auto,
-        ..WorkspaceSetting::default()
-    };
+    let mut setting = WorkspaceSetting { auto: config.sidecar.workspace == WorkspaceMirroring::Auto, ..WorkspaceSetting::default() };
     let layers = [("namespace", Some(namespace_annotations)), ("pod", pod_annotations)];
     for (source, map) in layers {
         let Some(value) = map.and_then(|m| m.get(annotations::WORKSPACE)) else {
@@ -126,10 +123,9 @@ pub fn resolve(
                 setting.add.extend(add);
                 setting.remove.extend(remove);
             }
-            Err(why) => warnings.push(format!(
-                "dind-injector: {source} annotation {}={value:?} is not applied: {why}",
-                annotations::WORKSPACE
-            )),
+            Err(why) => {
+                warnings.push(format!("dind-injector: {source} annotation {}={value:?} is not applied: {why}", annotations::WORKSPACE))
+            }
         }
     }
     setting
@@ -275,7 +271,9 @@ pub fn plan(
     warnings: &mut Vec<String>,
 ) -> Mirroring {
     let reserved = || {
-        RESERVED_PATHS.iter().copied()
+        RESERVED_PATHS
+            .iter()
+            .copied()
             .chain([config.sidecar.socket_dir.as_str(), config.sidecar.cert_dir.as_str()])
             .chain(own.iter().copied())
     };
@@ -369,7 +367,12 @@ fn expr_env(c: &Container, expr: &str, sidecar: &[EnvVar], taken: &[EnvVar]) -> 
         match (&copy.value, copy.value_from.as_mut()) {
             // An empty value is dropped by the apiserver: the stored sidecar would differ.
             (Some(v), None) if !v.is_empty() && !v.contains("$(") => {}
-            (None, Some(from)) if from.field_ref.is_some() && from.config_map_key_ref.is_none() && from.secret_key_ref.is_none() && from.resource_field_ref.is_none() => {
+            (None, Some(from))
+                if from.field_ref.is_some()
+                    && from.config_map_key_ref.is_none()
+                    && from.secret_key_ref.is_none()
+                    && from.resource_field_ref.is_none() =>
+            {
                 if let Some(f) = from.field_ref.as_mut() {
                     // The apiserver fills this default; set it so the stored sidecar is unchanged.
                     f.api_version.get_or_insert_with(|| "v1".to_owned());
@@ -415,10 +418,7 @@ pub fn mirror_problem(spec: &PodSpec, status: &InjectionStatus) -> Option<String
             .flat_map(|c| c.volume_mounts.iter().flatten())
             .any(|m| r.same_as(m));
         if !mounted_by_target {
-            return Some(format!(
-                "it mirrors volume {:?} at {}, but no job container mounts it there",
-                r.volume, r.path
-            ));
+            return Some(format!("it mirrors volume {:?} at {}, but no job container mounts it there", r.volume, r.path));
         }
     }
     None
@@ -506,9 +506,13 @@ mod tests {
     #[test]
     fn only_emptydir_ephemeral_and_pvc_volumes_are_mirrored() {
         let secret = Volume { name: "token".into(), secret: Some(SecretVolumeSource::default()), ..Volume::default() };
-        let host = Volume { name: "host".into(), host_path: Some(HostPathVolumeSource { path: "/srv".into(), type_: None }), ..Volume::default() };
-        let pvc: Volume = serde_json::from_value(serde_json::json!({"name": "cache", "persistentVolumeClaim": {"claimName": "c"}})).unwrap_or_default();
-        let eph: Volume = serde_json::from_value(serde_json::json!({"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}})).unwrap_or_default();
+        let host =
+            Volume { name: "host".into(), host_path: Some(HostPathVolumeSource { path: "/srv".into(), type_: None }), ..Volume::default() };
+        let pvc: Volume =
+            serde_json::from_value(serde_json::json!({"name": "cache", "persistentVolumeClaim": {"claimName": "c"}})).unwrap_or_default();
+        let eph: Volume =
+            serde_json::from_value(serde_json::json!({"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}))
+                .unwrap_or_default();
         let s = spec(
             &[("repo", "/builds/"), ("token", "/token"), ("host", "/srv"), ("cache", "/cache"), ("scratch", "/scratch")],
             vec![empty("repo"), secret, host, pvc, eph],
@@ -541,7 +545,11 @@ mod tests {
             assert_eq!(m.mounts.is_empty(), collides, "{path}");
             assert_eq!(w.len(), usize::from(collides), "{path}: {w:?}");
             if collides {
-                assert!(w[0].contains("\"build\"") && w[0].contains(path) && w[0].contains("-") && w[0].contains(annotations::WORKSPACE), "{}", w[0]);
+                assert!(
+                    w[0].contains("\"build\"") && w[0].contains(path) && w[0].contains("-") && w[0].contains(annotations::WORKSPACE),
+                    "{}",
+                    w[0]
+                );
             }
         }
     }
@@ -634,7 +642,8 @@ mod tests {
         assert!(!is_recorded(&status, &VolumeMount { mount_propagation: Some("Bidirectional".into()), ..vm("repo", "/builds") }));
         status.targets.clear();
         assert!(mirror_problem(&s, &status).is_some_and(|p| p.contains("no job container")));
-        let host = Volume { name: "repo".into(), host_path: Some(HostPathVolumeSource { path: "/".into(), type_: None }), ..Volume::default() };
+        let host =
+            Volume { name: "repo".into(), host_path: Some(HostPathVolumeSource { path: "/".into(), type_: None }), ..Volume::default() };
         let s = spec(&[("repo", "/builds")], vec![host]);
         status.targets = vec!["build".into()];
         assert!(mirror_problem(&s, &status).is_some_and(|p| p.contains("hostPath")));

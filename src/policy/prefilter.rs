@@ -154,8 +154,8 @@ fn security_context(sc: &Value) -> Option<String> {
     if is_true(get("privileged")) {
         return Some("privileged".to_owned());
     }
-    if let Some(a) = list(get("capabilities").and_then(|c| present(c, "add")))
-        .find(|a| !a.as_str().is_some_and(|a| BASELINE_CAPABILITIES.contains(&a)))
+    if let Some(a) =
+        list(get("capabilities").and_then(|c| present(c, "add"))).find(|a| !a.as_str().is_some_and(|a| BASELINE_CAPABILITIES.contains(&a)))
     {
         return Some(format!("capabilities.add {a}"));
     }

@@ -2,9 +2,7 @@
 //! documentation defines them and Pod Security Admission checks them at its latest version.
 //! Control ids are those of the Pod Security Admission checks, so the two can be compared.
 
-use k8s_openapi::api::core::v1::{
-    Capabilities, ContainerPort, Pod, PodSecurityContext, PodSpec, SecurityContext, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Capabilities, ContainerPort, Pod, PodSecurityContext, PodSpec, SecurityContext, VolumeMount};
 
 /// A Pod Security Standards level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -132,8 +130,19 @@ impl std::fmt::Display for Violation {
 
 /// Capabilities a baseline container may add.
 pub const BASELINE_CAPABILITIES: &[&str] = &[
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-    "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
 ];
 
 /// Sysctls a baseline pod may set.
@@ -156,9 +165,8 @@ pub const SAFE_SYSCTLS: &[&str] = &[
 pub const SELINUX_TYPES: &[&str] = &["", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"];
 
 /// Volume sources a restricted pod may use (`image` since Pod Security v1.36, as the apiserver allows).
-pub const RESTRICTED_VOLUME_SOURCES: &[&str] = &[
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image", "persistentVolumeClaim", "projected", "secret",
-];
+pub const RESTRICTED_VOLUME_SOURCES: &[&str] =
+    &["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image", "persistentVolumeClaim", "projected", "secret"];
 
 /// AppArmor annotation prefix (deprecated form, still checked).
 const APPARMOR_ANNOTATION: &str = "container.apparmor.security.beta.kubernetes.io/";
@@ -168,7 +176,18 @@ fn is_runtime_socket(path: &str) -> bool {
     let p = path.trim_end_matches('/');
     let sockets = ["docker.sock", "containerd.sock", "crio.sock", "cri-dockerd.sock", "podman.sock"];
     sockets.iter().any(|s| p.ends_with(&format!("/{s}")))
-        || matches!(p, "/var/run" | "/run" | "/var/run/docker" | "/run/docker" | "/run/containerd" | "/var/run/containerd" | "/var/run/crio" | "/run/crio" | "")
+        || matches!(
+            p,
+            "/var/run"
+                | "/run"
+                | "/var/run/docker"
+                | "/run/docker"
+                | "/run/containerd"
+                | "/var/run/containerd"
+                | "/var/run/crio"
+                | "/run/crio"
+                | ""
+        )
 }
 
 /// A container of any kind, seen through the fields the standards check.
@@ -198,7 +217,9 @@ fn probe_hosts<'a>(
             }
         }
     }
-    for (name, handler) in [("postStart", lifecycle.and_then(|l| l.post_start.as_ref())), ("preStop", lifecycle.and_then(|l| l.pre_stop.as_ref()))] {
+    for (name, handler) in
+        [("postStart", lifecycle.and_then(|l| l.post_start.as_ref())), ("preStop", lifecycle.and_then(|l| l.pre_stop.as_ref()))]
+    {
         if let Some(hd) = handler {
             if let Some(h) = hd.http_get.as_ref().and_then(|g| g.host.as_deref()) {
                 out.push((format!("lifecycle.{name}.httpGet.host"), h));
@@ -248,13 +269,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn pod(&mut self, control: Control, field: &str, value: impl Into<String>, fix: &str) {
-        self.out.push(Violation {
-            control,
-            container: None,
-            field: field.to_owned(),
-            value: value.into(),
-            fix: fix.to_owned(),
-        });
+        self.out.push(Violation { control, container: None, field: field.to_owned(), value: value.into(), fix: fix.to_owned() });
     }
 
     fn container(&mut self, control: Control, c: &ContainerView<'_>, field: &str, value: impl Into<String>, fix: &str) {
@@ -276,11 +291,7 @@ pub fn check_pod_security(pod: &Pod, level: Level, exempt: Option<&str>) -> Vec<
     };
     let all = containers(spec);
     let checked: Vec<&ContainerView<'_>> = all.iter().filter(|c| Some(c.name) != exempt).collect();
-    let mut k = Checker {
-        out: Vec::new(),
-        spec,
-        pod_sc: spec.security_context.as_ref(),
-    };
+    let mut k = Checker { out: Vec::new(), spec, pod_sc: spec.security_context.as_ref() };
     baseline(&mut k, pod, &checked, level);
     if level == Level::Restricted {
         restricted(&mut k, &checked);
@@ -301,11 +312,22 @@ fn baseline(k: &mut Checker<'_>, pod: &Pod, checked: &[&ContainerView<'_>], leve
     let spec = k.spec;
     // HostProcess
     if k.pod_sc.and_then(|s| s.windows_options.as_ref()).and_then(|w| w.host_process) == Some(true) {
-        k.pod(Control::HostProcess, "spec.securityContext.windowsOptions.hostProcess", "true", "remove hostProcess: Windows HostProcess pods run with node-level access");
+        k.pod(
+            Control::HostProcess,
+            "spec.securityContext.windowsOptions.hostProcess",
+            "true",
+            "remove hostProcess: Windows HostProcess pods run with node-level access",
+        );
     }
     for c in checked {
         if c.sc.and_then(|s| s.windows_options.as_ref()).and_then(|w| w.host_process) == Some(true) {
-            k.container(Control::HostProcess, c, "securityContext.windowsOptions.hostProcess", "true", "remove hostProcess: HostProcess containers run with node-level access");
+            k.container(
+                Control::HostProcess,
+                c,
+                "securityContext.windowsOptions.hostProcess",
+                "true",
+                "remove hostProcess: HostProcess containers run with node-level access",
+            );
         }
     }
     // Host namespaces
@@ -321,39 +343,76 @@ fn baseline(k: &mut Checker<'_>, pod: &Pod, checked: &[&ContainerView<'_>], leve
     for c in checked {
         let sc = c.sc;
         if sc.and_then(|s| s.privileged) == Some(true) {
-            k.container(Control::Privileged, c, "securityContext.privileged", "true", "remove privileged: true; only the injected dind sidecar may be privileged, and DOCKER_HOST already points at it");
+            k.container(
+                Control::Privileged,
+                c,
+                "securityContext.privileged",
+                "true",
+                "remove privileged: true; only the injected dind sidecar may be privileged, and DOCKER_HOST already points at it",
+            );
         }
         let added = sc.and_then(|s| s.capabilities.as_ref()).and_then(|cap| cap.add.as_ref());
         let bad: Vec<&str> = added.iter().copied().flatten().map(String::as_str).filter(|a| !BASELINE_CAPABILITIES.contains(a)).collect();
         if !bad.is_empty() {
-            k.container(Control::CapabilitiesBaseline, c, "securityContext.capabilities.add", bad.join(","), &format!("add only capabilities from the baseline set ({})", BASELINE_CAPABILITIES.join(", ")));
+            k.container(
+                Control::CapabilitiesBaseline,
+                c,
+                "securityContext.capabilities.add",
+                bad.join(","),
+                &format!("add only capabilities from the baseline set ({})", BASELINE_CAPABILITIES.join(", ")),
+            );
         }
         for (field, host) in c.probe_hosts.iter().filter(|(_, h)| !h.is_empty()) {
             k.container(Control::HostProbes, c, field, *host, "remove the host: probes and lifecycle hooks must target the pod itself");
         }
         for (i, p) in c.ports.iter().enumerate() {
             if let Some(hp) = p.host_port.filter(|&hp| hp != 0) {
-                k.container(Control::HostPorts, c, &format!("ports[{i}].hostPort"), hp.to_string(), "remove hostPort: it opens a port on the node; use a Service");
+                k.container(
+                    Control::HostPorts,
+                    c,
+                    &format!("ports[{i}].hostPort"),
+                    hp.to_string(),
+                    "remove hostPort: it opens a port on the node; use a Service",
+                );
             }
         }
         if let Some(t) = sc.and_then(|s| s.app_armor_profile.as_ref()).map(|a| a.type_.as_str()).filter(|t| !allowed_apparmor_type(t)) {
-            k.container(Control::AppArmor, c, "securityContext.appArmorProfile.type", t, "use RuntimeDefault or Localhost, or leave it unset");
+            k.container(
+                Control::AppArmor,
+                c,
+                "securityContext.appArmorProfile.type",
+                t,
+                "use RuntimeDefault or Localhost, or leave it unset",
+            );
         }
         if let Some(se) = sc.and_then(|s| s.se_linux_options.as_ref()) {
             selinux(k, Some(c), se);
         }
-        if let Some(pm) = sc.and_then(|s| s.proc_mount.as_deref()).filter(|pm| *pm != "Default" && !(level == Level::Baseline && in_user_namespace(spec))) {
+        if let Some(pm) =
+            sc.and_then(|s| s.proc_mount.as_deref()).filter(|pm| *pm != "Default" && !(level == Level::Baseline && in_user_namespace(spec)))
+        {
             k.container(Control::ProcMount, c, "securityContext.procMount", pm, "remove procMount or set it to Default");
         }
         if let Some(t) = sc.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str()).filter(|t| *t == "Unconfined") {
-            k.container(Control::SeccompBaseline, c, "securityContext.seccompProfile.type", t, "use RuntimeDefault (or Localhost), or leave it unset");
+            k.container(
+                Control::SeccompBaseline,
+                c,
+                "securityContext.seccompProfile.type",
+                t,
+                "use RuntimeDefault (or Localhost), or leave it unset",
+            );
         }
     }
     // hostPath volumes, and Docker sockets among them.
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let Some(hp) = &v.host_path else { continue };
         let field = format!("spec.volumes[{i}].hostPath.path");
-        k.pod(Control::HostPathVolumes, &field, hp.path.clone(), &format!("replace hostPath volume {:?} with an emptyDir, configMap, secret or PVC", v.name));
+        k.pod(
+            Control::HostPathVolumes,
+            &field,
+            hp.path.clone(),
+            &format!("replace hostPath volume {:?} with an emptyDir, configMap, secret or PVC", v.name),
+        );
         if is_runtime_socket(&hp.path) {
             let users: Vec<&ContainerView<'_>> = checked.iter().copied().filter(|c| c.mounts.iter().any(|m| m.name == v.name)).collect();
             let fix = "never mount the node's container runtime socket: it gives the job root on the node. Drop the volume; dind-injector's sidecar gives the job its own Docker daemon through DOCKER_HOST";
@@ -376,21 +435,41 @@ fn baseline(k: &mut Checker<'_>, pod: &Pod, checked: &[&ContainerView<'_>], leve
         k.pod(Control::AppArmor, "spec.securityContext.appArmorProfile.type", t, "use RuntimeDefault or Localhost, or leave it unset");
     }
     for (key, value) in pod.metadata.annotations.iter().flatten() {
-        if key.starts_with(APPARMOR_ANNOTATION)
-            && !(value.is_empty() || value == "runtime/default" || value.starts_with("localhost/"))
-        {
-            k.pod(Control::AppArmor, &format!("metadata.annotations[{key}]"), value.clone(), "use runtime/default or localhost/<profile>, or remove the annotation");
+        if key.starts_with(APPARMOR_ANNOTATION) && !(value.is_empty() || value == "runtime/default" || value.starts_with("localhost/")) {
+            k.pod(
+                Control::AppArmor,
+                &format!("metadata.annotations[{key}]"),
+                value.clone(),
+                "use runtime/default or localhost/<profile>, or remove the annotation",
+            );
         }
     }
     if let Some(se) = k.pod_sc.and_then(|s| s.se_linux_options.as_ref()) {
         selinux(k, None, se);
     }
     if let Some(t) = k.pod_sc.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str()).filter(|t| *t == "Unconfined") {
-        k.pod(Control::SeccompBaseline, "spec.securityContext.seccompProfile.type", t, "use RuntimeDefault (or Localhost), or leave it unset");
+        k.pod(
+            Control::SeccompBaseline,
+            "spec.securityContext.seccompProfile.type",
+            t,
+            "use RuntimeDefault (or Localhost), or leave it unset",
+        );
     }
-    let unsafe_sysctls: Vec<&str> = k.pod_sc.and_then(|s| s.sysctls.as_ref()).into_iter().flatten().map(|s| s.name.as_str()).filter(|n| !SAFE_SYSCTLS.contains(n)).collect();
+    let unsafe_sysctls: Vec<&str> = k
+        .pod_sc
+        .and_then(|s| s.sysctls.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .filter(|n| !SAFE_SYSCTLS.contains(n))
+        .collect();
     if !unsafe_sysctls.is_empty() {
-        k.pod(Control::Sysctls, "spec.securityContext.sysctls", unsafe_sysctls.join(","), "set only the safe sysctls listed in the Pod Security Standards");
+        k.pod(
+            Control::Sysctls,
+            "spec.securityContext.sysctls",
+            unsafe_sysctls.join(","),
+            "set only the safe sysctls listed in the Pod Security Standards",
+        );
     }
 }
 
@@ -423,7 +502,12 @@ fn restricted(k: &mut Checker<'_>, checked: &[&ContainerView<'_>]) {
     let windows = spec.os.as_ref().is_some_and(|os| os.name == "windows");
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         for source in crate::pod::volume_sources(v).filter(|s| !RESTRICTED_VOLUME_SOURCES.contains(s)) {
-            k.pod(Control::RestrictedVolumes, &format!("spec.volumes[{i}].{source}"), v.name.clone(), &format!("use only {} volumes", RESTRICTED_VOLUME_SOURCES.join(", ")));
+            k.pod(
+                Control::RestrictedVolumes,
+                &format!("spec.volumes[{i}].{source}"),
+                v.name.clone(),
+                &format!("use only {} volumes", RESTRICTED_VOLUME_SOURCES.join(", ")),
+            );
         }
     }
 
@@ -437,19 +521,41 @@ fn restricted(k: &mut Checker<'_>, checked: &[&ContainerView<'_>]) {
     }
     let pod_seccomp = k.pod_sc.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str());
     let pod_seccomp_ok = pod_seccomp.is_some_and(allowed_seccomp);
-    if !windows
-        && let Some(t) = pod_seccomp.filter(|t| !allowed_seccomp(t)) {
-            k.pod(Control::SeccompRestricted, "spec.securityContext.seccompProfile.type", t, "set seccompProfile.type: RuntimeDefault (or Localhost)");
-        }
+    if !windows && let Some(t) = pod_seccomp.filter(|t| !allowed_seccomp(t)) {
+        k.pod(
+            Control::SeccompRestricted,
+            "spec.securityContext.seccompProfile.type",
+            t,
+            "set seccompProfile.type: RuntimeDefault (or Localhost)",
+        );
+    }
     for c in checked {
         let sc = c.sc;
         if !windows && sc.and_then(|s| s.allow_privilege_escalation) != Some(false) {
             let v = sc.and_then(|s| s.allow_privilege_escalation).map_or("unset".into(), |b| b.to_string());
-            k.container(Control::AllowPrivilegeEscalation, c, "securityContext.allowPrivilegeEscalation", v, "set securityContext.allowPrivilegeEscalation: false");
+            k.container(
+                Control::AllowPrivilegeEscalation,
+                c,
+                "securityContext.allowPrivilegeEscalation",
+                v,
+                "set securityContext.allowPrivilegeEscalation: false",
+            );
         }
         match sc.and_then(|s| s.run_as_non_root).filter(|_| !userns) {
-            Some(false) => k.container(Control::RunAsNonRoot, c, "securityContext.runAsNonRoot", "false", "set runAsNonRoot: true (and run as a non-root user)"),
-            None if pod_non_root != Some(true) && !userns => k.container(Control::RunAsNonRoot, c, "securityContext.runAsNonRoot", "unset", "set runAsNonRoot: true on the pod or the container"),
+            Some(false) => k.container(
+                Control::RunAsNonRoot,
+                c,
+                "securityContext.runAsNonRoot",
+                "false",
+                "set runAsNonRoot: true (and run as a non-root user)",
+            ),
+            None if pod_non_root != Some(true) && !userns => k.container(
+                Control::RunAsNonRoot,
+                c,
+                "securityContext.runAsNonRoot",
+                "unset",
+                "set runAsNonRoot: true on the pod or the container",
+            ),
             _ => {}
         }
         if sc.and_then(|s| s.run_as_user) == Some(0) && !userns {
@@ -457,8 +563,20 @@ fn restricted(k: &mut Checker<'_>, checked: &[&ContainerView<'_>]) {
         }
         if !windows {
             match sc.and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str()) {
-                Some(t) if !allowed_seccomp(t) => k.container(Control::SeccompRestricted, c, "securityContext.seccompProfile.type", t, "set seccompProfile.type: RuntimeDefault (or Localhost)"),
-                None if !pod_seccomp_ok => k.container(Control::SeccompRestricted, c, "securityContext.seccompProfile.type", "unset", "set seccompProfile.type: RuntimeDefault on the pod or the container"),
+                Some(t) if !allowed_seccomp(t) => k.container(
+                    Control::SeccompRestricted,
+                    c,
+                    "securityContext.seccompProfile.type",
+                    t,
+                    "set seccompProfile.type: RuntimeDefault (or Localhost)",
+                ),
+                None if !pod_seccomp_ok => k.container(
+                    Control::SeccompRestricted,
+                    c,
+                    "securityContext.seccompProfile.type",
+                    "unset",
+                    "set seccompProfile.type: RuntimeDefault on the pod or the container",
+                ),
                 _ => {}
             }
             capabilities_restricted(k, c, sc.and_then(|s| s.capabilities.as_ref()));
@@ -473,11 +591,24 @@ fn allowed_seccomp(t: &str) -> bool {
 fn capabilities_restricted(k: &mut Checker<'_>, c: &ContainerView<'_>, caps: Option<&Capabilities>) {
     let drops_all = caps.and_then(|cap| cap.drop.as_ref()).is_some_and(|d| d.iter().any(|x| x == "ALL"));
     if !drops_all {
-        k.container(Control::CapabilitiesRestricted, c, "securityContext.capabilities.drop", "missing ALL", "add securityContext.capabilities.drop: [ALL]");
+        k.container(
+            Control::CapabilitiesRestricted,
+            c,
+            "securityContext.capabilities.drop",
+            "missing ALL",
+            "add securityContext.capabilities.drop: [ALL]",
+        );
     }
-    let bad: Vec<&str> = caps.and_then(|cap| cap.add.as_ref()).into_iter().flatten().map(String::as_str).filter(|a| *a != "NET_BIND_SERVICE").collect();
+    let bad: Vec<&str> =
+        caps.and_then(|cap| cap.add.as_ref()).into_iter().flatten().map(String::as_str).filter(|a| *a != "NET_BIND_SERVICE").collect();
     if !bad.is_empty() {
-        k.container(Control::CapabilitiesRestricted, c, "securityContext.capabilities.add", bad.join(","), "add no capability other than NET_BIND_SERVICE");
+        k.container(
+            Control::CapabilitiesRestricted,
+            c,
+            "securityContext.capabilities.add",
+            bad.join(","),
+            "add no capability other than NET_BIND_SERVICE",
+        );
     }
 }
 
@@ -513,7 +644,10 @@ mod tests {
             "containers": [{"name": "job", "volumeMounts": [{"name": "sock", "mountPath": "/var/run/docker.sock"}]}]}}));
         let v = check_pod_security(&p, Level::Baseline, None);
         assert_eq!(ids(&v), vec!["dockerSocket", "hostPathVolumes"]);
-        assert!(v.iter().any(|x| x.control == Control::DockerSocket && x.container.as_deref() == Some("job") && x.fix.contains("root on the node")));
+        assert!(
+            v.iter()
+                .any(|x| x.control == Control::DockerSocket && x.container.as_deref() == Some("job") && x.fix.contains("root on the node"))
+        );
     }
 
     #[test]

@@ -48,11 +48,7 @@ impl Verdict {
 
     /// Every problem as one line each.
     pub fn lines(&self) -> Vec<String> {
-        self.findings
-            .iter()
-            .map(|f| f.message.clone())
-            .chain(self.violations.iter().map(ToString::to_string))
-            .collect()
+        self.findings.iter().map(|f| f.message.clone()).chain(self.violations.iter().map(ToString::to_string)).collect()
     }
 
     /// The denial message: every problem, not just the first.
@@ -77,8 +73,26 @@ impl Verdict {
 pub fn effective_policy(namespace: &NamespaceView, config: &Config) -> (PolicyMode, Level, Vec<String>) {
     let p = &config.policy;
     let mut warnings = Vec::new();
-    let mode = stricter_only(namespace, annotations::POLICY_MODE, p.mode, p.allow_looser_namespaces, PolicyMode::parse, PolicyMode::as_str, "enforce, audit or off", &mut warnings);
-    let level = stricter_only(namespace, annotations::POD_SECURITY, p.level, p.allow_looser_namespaces, Level::parse, Level::as_str, "baseline or restricted", &mut warnings);
+    let mode = stricter_only(
+        namespace,
+        annotations::POLICY_MODE,
+        p.mode,
+        p.allow_looser_namespaces,
+        PolicyMode::parse,
+        PolicyMode::as_str,
+        "enforce, audit or off",
+        &mut warnings,
+    );
+    let level = stricter_only(
+        namespace,
+        annotations::POD_SECURITY,
+        p.level,
+        p.allow_looser_namespaces,
+        Level::parse,
+        Level::as_str,
+        "baseline or restricted",
+        &mut warnings,
+    );
     (mode, level, warnings)
 }
 
@@ -120,23 +134,14 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
     let (mode, level, mut warnings) = effective_policy(namespace, config);
     let labels = pod.metadata.labels.as_ref();
     warnings.extend(annotations::request_problems(pod.metadata.annotations.as_ref(), labels));
-    let mut verdict = Verdict {
-        mode,
-        level,
-        violations: Vec::new(),
-        findings: Vec::new(),
-        warnings,
-        exempt: None,
-    };
+    let mut verdict = Verdict { mode, level, violations: Vec::new(), findings: Vec::new(), warnings, exempt: None };
     if mode == PolicyMode::Off {
         return verdict;
     }
     let no_spec = PodSpec::default();
     let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let annotations = pod.metadata.annotations.as_ref();
-    let status = annotations
-        .and_then(|a| a.get(annotations::STATUS))
-        .map(|s| InjectionStatus::parse(s).ok_or(s));
+    let status = annotations.and_then(|a| a.get(annotations::STATUS)).map(|s| InjectionStatus::parse(s).ok_or(s));
     match &status {
         Some(Ok(status)) => match sidecar_problem(spec, status, config) {
             None => verdict.exempt = Some(status.container.clone()),
@@ -205,8 +210,7 @@ fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) ->
         let Some(v) = spec.volumes.iter().flatten().find(|v| &v.name == name) else {
             return Some(format!("its volume {name:?} is missing"));
         };
-        let expected_kind = v.empty_dir.is_some()
-            || v.config_map.as_ref().is_some_and(|c| c.name == config.sidecar.daemon_config_map);
+        let expected_kind = v.empty_dir.is_some() || v.config_map.as_ref().is_some_and(|c| c.name == config.sidecar.daemon_config_map);
         if !expected_kind || v.host_path.is_some() {
             return Some(format!("its volume {name:?} is no longer the emptyDir or ConfigMap dind-injector added"));
         }

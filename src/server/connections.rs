@@ -88,15 +88,9 @@ pub(crate) async fn accept_until(
                     }
                 };
                 let activity = Arc::new(Activity::new());
-                let service = Tracked {
-                    inner: TowerToHyperService::new(app),
-                    activity: Arc::clone(&activity),
-                };
+                let service = Tracked { inner: TowerToHyperService::new(app), activity: Arc::clone(&activity) };
                 let mut builder = auto::Builder::new(SpanExecutor);
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_read_timeout);
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
                 builder.http2().timer(TokioTimer::new());
                 let connection = builder.serve_connection(TokioIo::new(tls), service);
                 tokio::pin!(connection);
@@ -165,10 +159,7 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity {
-            inflight: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
-        }
+        Activity { inflight: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()) }
     }
 
     fn idle_since(&self) -> Instant {
@@ -178,11 +169,7 @@ impl Activity {
     /// When the connection is next worth checking: `timeout` after it went idle, or a
     /// `timeout` from now while a request is in flight.
     fn idle_deadline(&self, timeout: Duration) -> Instant {
-        if self.inflight.load(Ordering::Acquire) > 0 {
-            Instant::now() + timeout
-        } else {
-            self.idle_since() + timeout
-        }
+        if self.inflight.load(Ordering::Acquire) > 0 { Instant::now() + timeout } else { self.idle_since() + timeout }
     }
 
     fn is_idle_past(&self, timeout: Duration) -> bool {

@@ -84,33 +84,15 @@ pub async fn start(args: &ServeArgs) -> Result<InCluster, String> {
     let (tx, changes) = mpsc::unbounded_channel();
     let (cache, driver) = NamespaceCache::start(client.clone(), Some(tx));
     tokio::spawn(driver);
-    Ok(InCluster {
-        client,
-        cache,
-        changes,
-        self_managed,
-        patches,
-    })
+    Ok(InCluster { client, cache, changes, self_managed, patches })
 }
 
 impl InCluster {
     /// Starts the background loops that need the server's state.
     pub fn spawn_background(self, args: &ServeArgs, state: AppState) {
-        let InCluster {
-            client,
-            cache,
-            changes,
-            self_managed,
-            patches: (patch_tx, mut patch_rx),
-        } = self;
+        let InCluster { client, cache, changes, self_managed, patches: (patch_tx, mut patch_rx) } = self;
         let config_state = state.clone();
-        tokio::spawn(daemon_config::run(
-            client.clone(),
-            cache.clone(),
-            move || config_state.config(),
-            changes,
-            DAEMON_CONFIG_RESYNC,
-        ));
+        tokio::spawn(daemon_config::run(client.clone(), cache.clone(), move || config_state.config(), changes, DAEMON_CONFIG_RESYNC));
 
         let version_client = client.clone();
         let version_state = state.clone();
@@ -142,11 +124,7 @@ impl InCluster {
         if let Some((cfg, mut current)) = self_managed {
             let report = patch_report(&patch_tx);
             let (bundle_tx, bundle_rx) = watch::channel(current.ca_bundle_pem.clone());
-            let shared = BundleWatch {
-                current: bundle_rx,
-                secret_changed: Arc::new(Notify::new()),
-                report: Arc::clone(&report),
-            };
+            let shared = BundleWatch { current: bundle_rx, secret_changed: Arc::new(Notify::new()), report: Arc::clone(&report) };
             tokio::spawn(ca_bundle::watch_ca_bundle::<MutatingWebhookConfiguration>(client.clone(), cfg.clone(), shared.clone()));
             tokio::spawn(ca_bundle::watch_ca_bundle::<ValidatingWebhookConfiguration>(client.clone(), cfg.clone(), shared.clone()));
             let (cert_path, key_path) = (args.tls_cert.clone(), args.tls_key.clone());

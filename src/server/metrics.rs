@@ -10,8 +10,7 @@ use prometheus_client::registry::Registry;
 use crate::webhook::ReviewLog;
 
 /// The review latency buckets, in seconds: 50µs to 1s.
-const LATENCY_BUCKETS: [f64; 14] =
-    [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+const LATENCY_BUCKETS: [f64; 14] = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// Labels of `dind_injector_reviews_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,8 +67,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let reviews = Family::<ReviewLabels, Counter>::default();
         let violations = Family::<ViolationLabels, Counter>::default();
-        let review_duration =
-            Family::<EndpointLabel, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let review_duration = Family::<EndpointLabel, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         let certificate_reloads = Family::<ResultLabel, Counter>::default();
         let config_reloads = Family::<ResultLabel, Counter>::default();
         let certificate_not_after = Gauge::default();
@@ -99,11 +97,7 @@ impl Metrics {
             "Serving certificate reloads after a file change",
             certificate_reloads.clone(),
         );
-        registry.register(
-            "dind_injector_config_reloads",
-            "Configuration reloads after a file change",
-            config_reloads.clone(),
-        );
+        registry.register("dind_injector_config_reloads", "Configuration reloads after a file change", config_reloads.clone());
         registry.register(
             "dind_injector_certificate_not_after_seconds",
             "When the served certificate expires (Unix time)",
@@ -137,22 +131,9 @@ impl Metrics {
 
     /// Counts one answered review and its latency.
     pub fn record_review(&self, endpoint: &'static str, log: &ReviewLog, seconds: f64) {
-        self.reviews
-            .get_or_create(&ReviewLabels {
-                endpoint,
-                decision: log.decision,
-                reason: log.reason,
-                runner: log.runner,
-            })
-            .inc();
+        self.reviews.get_or_create(&ReviewLabels { endpoint, decision: log.decision, reason: log.reason, runner: log.runner }).inc();
         for control in &log.violations {
-            self.violations
-                .get_or_create(&ViolationLabels {
-                    mode: log.policy_mode,
-                    level: log.policy_level,
-                    control,
-                })
-                .inc();
+            self.violations.get_or_create(&ViolationLabels { mode: log.policy_mode, level: log.policy_level, control }).inc();
         }
         self.review_duration.get_or_create(&EndpointLabel { endpoint }).observe(seconds);
     }
@@ -202,9 +183,7 @@ impl Metrics {
 }
 
 fn result(ok: bool) -> ResultLabel {
-    ResultLabel {
-        result: if ok { "success" } else { "failure" },
-    }
+    ResultLabel { result: if ok { "success" } else { "failure" } }
 }
 
 /// Decrements the in-flight gauge when dropped (also when the request is cancelled).

@@ -132,10 +132,7 @@ impl ServeArgs {
         Ok(ServerOptions {
             listen: self.listen,
             health_listen: self.health_listen,
-            certs: CertPaths {
-                cert: self.tls_cert.clone(),
-                key: self.tls_key.clone(),
-            },
+            certs: CertPaths { cert: self.tls_cert.clone(), key: self.tls_key.clone() },
             config_path: self.config.clone(),
             namespaces: Arc::new(StaticNamespaces::new(labels, annotations)),
             cluster: ClusterInfo::default(),
@@ -210,10 +207,7 @@ impl Server {
         let (config, loaded_config) = match &options.config_path {
             None => (Config::default(), None),
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
                 let text = std::str::from_utf8(&bytes).map_err(|e| ConfigError::Read {
                     path: path.display().to_string(),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -231,14 +225,7 @@ impl Server {
         if let Some(t) = certs.not_after() {
             state.metrics().set_certificate_not_after(t);
         }
-        Ok(Server {
-            options,
-            state,
-            certs,
-            tls,
-            loaded_certs,
-            loaded_config,
-        })
+        Ok(Server { options, state, certs, tls, loaded_certs, loaded_config })
     }
 
     /// The shared state (configuration, metrics, readiness).
@@ -266,13 +253,7 @@ impl Server {
         let bind_err = |addr, flag| move |source| ServerError::Bind { addr, flag, source };
         let local_addr = listener.local_addr().map_err(bind_err(self.options.listen, "--listen"))?;
         let health_addr = health.local_addr().map_err(bind_err(self.options.health_listen, "--health-listen"))?;
-        Ok(BoundServer {
-            server: self,
-            listener,
-            health,
-            local_addr,
-            health_addr,
-        })
+        Ok(BoundServer { server: self, listener, health, local_addr, health_addr })
     }
 
     /// Binds and serves until shut down.
@@ -316,13 +297,7 @@ impl BoundServer {
     /// goes on for `server.shutdownDelay`, new connections are refused, and in-flight requests
     /// get up to `server.shutdownGrace` to finish.
     pub async fn run(self) -> Result<(), ServerError> {
-        let BoundServer {
-            server,
-            listener,
-            health,
-            local_addr,
-            health_addr,
-        } = self;
+        let BoundServer { server, listener, health, local_addr, health_addr } = self;
         let state = server.state.clone();
         let shutdown = state.shutdown_handle();
 
@@ -387,12 +362,7 @@ pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
     // A second initialisation (tests) is not an error worth stopping for.
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -402,10 +372,8 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_logging(args.log_format);
     // Another part of the process may have installed it already; either way ring is in use.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         let mut options = args.options()?;
         let cluster = if args.static_namespace_labels.is_none() {

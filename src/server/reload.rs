@@ -39,14 +39,7 @@ impl Reloader {
         config_path: Option<PathBuf>,
         loaded_config: Option<Vec<u8>>,
     ) -> Self {
-        Reloader {
-            state,
-            certs,
-            cert_paths,
-            last_certs: Ok(loaded_certs),
-            config_path,
-            last_config: loaded_config.map(Ok),
-        }
+        Reloader { state, certs, cert_paths, last_certs: Ok(loaded_certs), config_path, last_config: loaded_config.map(Ok) }
     }
 
     /// Checks every `server.reloadInterval` (read afresh each time) until shutdown.
@@ -80,8 +73,9 @@ impl Reloader {
     /// The pair in `snapshot`, or the error's text and whether it is a key mismatch.
     fn load(&self, snapshot: &Snapshot<(Vec<u8>, Vec<u8>)>) -> Result<CertifiedKey, (String, bool)> {
         match snapshot {
-            Ok((cert, key)) => super::tls::certified_key(cert, key, &self.cert_paths)
-                .map_err(|e| (e.to_string(), matches!(e, TlsError::Mismatch { .. }))),
+            Ok((cert, key)) => {
+                super::tls::certified_key(cert, key, &self.cert_paths).map_err(|e| (e.to_string(), matches!(e, TlsError::Mismatch { .. })))
+            }
             Err(read_error) => Err((read_error.clone(), false)),
         }
     }
@@ -137,10 +131,9 @@ impl Reloader {
             Ok(bytes) => match std::str::from_utf8(bytes) {
                 // Most likely caught half-written by an editor: an empty file at start means the
                 // defaults, but a running server keeps what it has (write `{}` to mean defaults).
-                Ok(text) if text.trim().is_empty() => Err(format!(
-                    "configuration {} is empty (write {{}} for every default)",
-                    path.display()
-                )),
+                Ok(text) if text.trim().is_empty() => {
+                    Err(format!("configuration {} is empty (write {{}} for every default)", path.display()))
+                }
                 Ok(text) => Config::from_yaml(text, &path.display().to_string()).map_err(|e| e.to_string()),
                 Err(e) => Err(format!("configuration {} is not UTF-8: {e}", path.display())),
             },

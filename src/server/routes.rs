@@ -31,16 +31,8 @@ pub struct ReviewEndpoint {
 
 /// Every admission endpoint the server answers; adding one is adding a row.
 pub const REVIEW_ENDPOINTS: &[ReviewEndpoint] = &[
-    ReviewEndpoint {
-        path: "/mutate",
-        name: "mutate",
-        review: webhook::mutate,
-    },
-    ReviewEndpoint {
-        path: "/validate",
-        name: "validate",
-        review: webhook::validate,
-    },
+    ReviewEndpoint { path: "/mutate", name: "mutate", review: webhook::mutate },
+    ReviewEndpoint { path: "/validate", name: "validate", review: webhook::validate },
 ];
 
 /// The HTTPS router: `POST` on each of [`REVIEW_ENDPOINTS`], a plain 404 elsewhere.
@@ -49,8 +41,7 @@ pub fn router(state: AppState) -> Router {
     for endpoint in REVIEW_ENDPOINTS {
         router = router.route(
             endpoint.path,
-            post(move |State(state): State<AppState>, request: Request| review(state, endpoint, request))
-                .fallback(method_not_allowed),
+            post(move |State(state): State<AppState>, request: Request| review(state, endpoint, request)).fallback(method_not_allowed),
         );
     }
     router.fallback(not_found).with_state(state)
@@ -89,11 +80,7 @@ async fn not_found(request: Request) -> Response {
 }
 
 async fn method_not_allowed(request: Request) -> Response {
-    let message = format!(
-        "405 method not allowed: {} {} takes POST with an AdmissionReview\n",
-        request.method(),
-        request.uri().path()
-    );
+    let message = format!("405 method not allowed: {} {} takes POST with an AdmissionReview\n", request.method(), request.uri().path());
     (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], message).into_response()
 }
 
@@ -105,11 +92,7 @@ enum BodyError {
 }
 
 async fn read_body(request: Request, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
@@ -145,12 +128,7 @@ fn body_error_outcome(error: &BodyError, limit: usize, timeout: Duration) -> Rev
         http_status,
         // The body was not read, so its uid is unknown.
         body: AdmissionResponse::deny("", http_status, message).into_review_json(),
-        log: ReviewLog {
-            runner: "-",
-            decision: "error",
-            reason,
-            ..ReviewLog::default()
-        },
+        log: ReviewLog { runner: "-", decision: "error", reason, ..ReviewLog::default() },
     }
 }
 
@@ -162,14 +140,7 @@ async fn review(state: AppState, endpoint: &'static ReviewEndpoint, request: Req
     let limit = config.server.max_body_bytes;
     let timeout = config.server.request_timeout.0;
     let outcome = match read_body(request, limit, timeout).await {
-        Ok(body) => (endpoint.review)(
-            &body,
-            ReviewContext {
-                config: &config,
-                namespaces: state.namespaces(),
-                cluster: &cluster,
-            },
-        ),
+        Ok(body) => (endpoint.review)(&body, ReviewContext { config: &config, namespaces: state.namespaces(), cluster: &cluster }),
         Err(e) => body_error_outcome(&e, limit, timeout),
     };
     let elapsed = started.elapsed();
@@ -178,9 +149,7 @@ async fn review(state: AppState, endpoint: &'static ReviewEndpoint, request: Req
     let status = StatusCode::from_u16(outcome.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Body::from(outcome.body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -250,6 +219,9 @@ mod tests {
         state.shutdown_handle().trigger();
         assert_eq!(call(&health, "GET", "/readyz", "").await.1, "not ready: shutting down\n");
         let (_, metrics) = call(&health, "GET", "/metrics", "").await;
-        assert!(metrics.contains("dind_injector_reviews_total{endpoint=\"mutate\",decision=\"error\",reason=\"not-json\",runner=\"-\"} 1"), "{metrics}");
+        assert!(
+            metrics.contains("dind_injector_reviews_total{endpoint=\"mutate\",decision=\"error\",reason=\"not-json\",runner=\"-\"} 1"),
+            "{metrics}"
+        );
     }
 }

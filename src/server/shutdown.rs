@@ -19,9 +19,7 @@ impl Default for ShutdownHandle {
 impl ShutdownHandle {
     /// A handle that has not been triggered.
     pub fn new() -> Self {
-        ShutdownHandle {
-            tx: Arc::new(watch::channel(false).0),
-        }
+        ShutdownHandle { tx: Arc::new(watch::channel(false).0) }
     }
 
     /// Starts the shutdown (what SIGTERM does). Triggering twice is harmless.

@@ -79,9 +79,7 @@ pub struct CertPaths {
 impl CertPaths {
     /// Reads both files.
     pub fn read(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-        let read = |what, path: &Path| {
-            std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source })
-        };
+        let read = |what, path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source });
         Ok((read("certificate", &self.cert)?, read("key", &self.key)?))
     }
 
@@ -101,26 +99,19 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// belongs to the first certificate.
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8], paths: &CertPaths) -> Result<CertifiedKey, TlsError> {
     let bad_cert = |message: String| TlsError::BadCertificate { path: paths.cert.clone(), message };
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad_cert(format!("not valid PEM ({e})")))?;
+    let chain =
+        CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>().map_err(|e| bad_cert(format!("not valid PEM ({e})")))?;
     if chain.is_empty() {
         return Err(bad_cert("no `-----BEGIN CERTIFICATE-----` block found".into()));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::BadKey {
         path: paths.key.clone(),
         message: match e {
-            rustls::pki_types::pem::Error::NoItemsFound => {
-                "no `-----BEGIN PRIVATE KEY-----` (or RSA/EC PRIVATE KEY) block found".into()
-            }
+            rustls::pki_types::pem::Error::NoItemsFound => "no `-----BEGIN PRIVATE KEY-----` (or RSA/EC PRIVATE KEY) block found".into(),
             e => format!("not a valid PEM private key ({e})"),
         },
     })?;
-    let mismatch = |e: rustls::Error| TlsError::Mismatch {
-        cert: paths.cert.clone(),
-        key: paths.key.clone(),
-        message: e.to_string(),
-    };
+    let mismatch = |e: rustls::Error| TlsError::Mismatch { cert: paths.cert.clone(), key: paths.key.clone(), message: e.to_string() };
     let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(mismatch)?;
     // from_der lets an undecidable comparison through; insist on a match we could check.
     certified.keys_match().map_err(mismatch)?;
@@ -136,9 +127,7 @@ pub struct CertStore {
 impl CertStore {
     /// A store serving `key`.
     pub fn new(key: CertifiedKey) -> Self {
-        CertStore {
-            current: RwLock::new(Arc::new(key)),
-        }
+        CertStore { current: RwLock::new(Arc::new(key)) }
     }
 
     /// The pair served now.

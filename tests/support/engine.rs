@@ -24,24 +24,15 @@ use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 pub fn missing_prerequisite() -> Option<String> {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        });
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(str::to_owned)));
     if uid.as_deref() != Some("0") {
         return Some("not running as root (the test engine is a dockerd, which needs root)".into());
     }
     for tool in ["dockerd", "docker", "debootstrap"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let found =
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
         if !found {
-            return Some(format!(
-                "`{tool}` is not installed (`make test-deps` installs Debian's docker.io and debootstrap)"
-            ));
+            return Some(format!("`{tool}` is not installed (`make test-deps` installs Debian's docker.io and debootstrap)"));
         }
     }
     None
@@ -60,32 +51,20 @@ pub struct Engine {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name)
 }
 
 /// Starts the test engine and builds the images (both cached); Err says why it cannot.
 pub fn engine() -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
-    ENGINE
-        .get_or_init(start_engine)
-        .as_ref()
-        .map_err(Clone::clone)
+    ENGINE.get_or_init(start_engine).as_ref().map_err(Clone::clone)
 }
 
 fn start_engine() -> Result<Engine, String> {
     let started = Instant::now();
-    let out = Command::new("sh")
-        .arg(script("test-engine.sh"))
-        .arg("start")
-        .output()
-        .map_err(|e| format!("scripts/test-engine.sh: {e}"))?;
+    let out = Command::new("sh").arg(script("test-engine.sh")).arg("start").output().map_err(|e| format!("scripts/test-engine.sh: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "scripts/test-engine.sh start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("scripts/test-engine.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
     let sock = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let host = format!("unix://{sock}");
@@ -97,74 +76,32 @@ fn start_engine() -> Result<Engine, String> {
     if !out.status.success() {
         return Err("scripts/test-images.sh failed (its output is above)".into());
     }
-    let images: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect();
+    let images: BTreeMap<String, String> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
     for name in ["dind", "job", "busybox", "docker-cli"] {
         if !images.contains_key(name) {
-            return Err(format!(
-                "scripts/test-images.sh did not name the {name} image"
-            ));
+            return Err(format!("scripts/test-images.sh did not name the {name} image"));
         }
     }
-    let cache = PathBuf::from(
-        std::env::var("DIND_INJECTOR_IMAGE_CACHE")
-            .unwrap_or_else(|_| "/var/cache/dind-injector/images".into()),
-    );
-    let key = images["busybox"]
-        .rsplit(':')
-        .next()
-        .unwrap_or("none")
-        .to_owned();
+    let cache = PathBuf::from(std::env::var("DIND_INJECTOR_IMAGE_CACHE").unwrap_or_else(|_| "/var/cache/dind-injector/images".into()));
+    let key = images["busybox"].rsplit(':').next().unwrap_or("none").to_owned();
     let inner_images = cache.join(format!("inner-{key}.tar"));
     if !inner_images.exists() {
         // Inside the nested daemon the images are called what a job script would pull.
-        let e = Engine {
-            host: host.clone(),
-            images: images.clone(),
-            inner_images: inner_images.clone(),
-            dind_version: String::new(),
-        };
+        let e = Engine { host: host.clone(), images: images.clone(), inner_images: inner_images.clone(), dind_version: String::new() };
         e.docker(&["tag", &images["busybox"], "busybox:latest"])?;
         e.docker(&["tag", &images["docker-cli"], "docker:cli"])?;
         let part = cache.join(format!("inner-{key}.tar.{}", std::process::id()));
-        e.docker(&[
-            "save",
-            "-o",
-            &part.display().to_string(),
-            "busybox:latest",
-            "docker:cli",
-        ])?;
-        std::fs::rename(&part, &inner_images)
-            .map_err(|e| format!("{}: {e}", inner_images.display()))?;
+        e.docker(&["save", "-o", &part.display().to_string(), "busybox:latest", "docker:cli"])?;
+        std::fs::rename(&part, &inner_images).map_err(|e| format!("{}: {e}", inner_images.display()))?;
     }
     sweep_leftovers(&host);
-    let mut engine = Engine {
-        host,
-        images,
-        inner_images,
-        dind_version: String::new(),
-    };
-    let v = engine.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--entrypoint",
-        "dockerd",
-        &engine.images["dind"],
-        "--version",
-    ])?;
+    let mut engine = Engine { host, images, inner_images, dind_version: String::new() };
+    let v = engine.docker(&["run", "--rm", "--network", "none", "--entrypoint", "dockerd", &engine.images["dind"], "--version"])?;
     engine.dind_version = v
         .split_whitespace()
         .nth(2)
-        .map(|v| {
-            v.trim_end_matches(',')
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.')
-                .collect()
-        })
+        .map(|v| v.trim_end_matches(',').chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect())
         .unwrap_or_default();
     eprintln!(
         "test engine {} ready in {:.1}s; images {:?}; dockerd {} in the dind image",
@@ -179,26 +116,15 @@ fn start_engine() -> Result<Engine, String> {
 impl Engine {
     /// A `docker` command against the test engine.
     pub fn cmd(&self) -> Command {
-        let docker = if Path::new("/usr/bin/docker").exists() {
-            "/usr/bin/docker"
-        } else {
-            "docker"
-        };
+        let docker = if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" };
         let mut c = Command::new(docker);
-        c.env("DOCKER_HOST", &self.host)
-            .env_remove("DOCKER_TLS_VERIFY")
-            .env_remove("DOCKER_CERT_PATH")
-            .env_remove("DOCKER_CONTEXT");
+        c.env("DOCKER_HOST", &self.host).env_remove("DOCKER_TLS_VERIFY").env_remove("DOCKER_CERT_PATH").env_remove("DOCKER_CONTEXT");
         c
     }
 
     /// Runs `docker ARGS`; Ok(stdout) or Err(everything it said).
     pub fn docker(&self, args: &[&str]) -> Result<String, String> {
-        let out = self
-            .cmd()
-            .args(args)
-            .output()
-            .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+        let out = self.cmd().args(args).output().map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -273,42 +199,19 @@ pub struct Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         for c in self.containers.iter().rev() {
-            let _ = self
-                .engine
-                .cmd()
-                .args(["rm", "-f", "-v", c])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = self.engine.cmd().args(["rm", "-f", "-v", c]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
         if let Some(net) = &self.network {
-            let _ = self
-                .engine
-                .cmd()
-                .args(["network", "rm", net])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = self.engine.cmd().args(["network", "rm", net]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
         // The nested daemon's files belong to root and may be read-only; TempDir's own removal
         // handles the rest.
-        let _ = Command::new("rm")
-            .arg("-rf")
-            .arg(self.dir.path().join("volumes"))
-            .status();
+        let _ = Command::new("rm").arg("-rf").arg(self.dir.path().join("volumes")).status();
     }
 }
 
 fn short(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
 }
 
 impl Sandbox {
@@ -327,24 +230,11 @@ impl Sandbox {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let prefix = format!("dij-{}-{n}-{}", std::process::id(), short(what));
-        let dir = tempfile::Builder::new()
-            .prefix("dij-pod-")
-            .tempdir()
-            .map_err(|e| format!("tempdir: {e}"))?;
+        let dir = tempfile::Builder::new().prefix("dij-pod-").tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let spec = pod.spec.clone().unwrap_or_default();
-        let all: Vec<Container> = spec
-            .init_containers
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .chain(spec.containers.clone())
-            .collect();
-        let find = |name: &str| {
-            all.iter()
-                .find(|c| c.name == name)
-                .cloned()
-                .ok_or_else(|| format!("{what}: the pod has no container {name}"))
-        };
+        let all: Vec<Container> = spec.init_containers.clone().unwrap_or_default().into_iter().chain(spec.containers.clone()).collect();
+        let find =
+            |name: &str| all.iter().find(|c| c.name == name).cloned().ok_or_else(|| format!("{what}: the pod has no container {name}"));
         let sidecar_spec = find(sidecar)?;
         let job_spec = find(job)?;
         let mut sb = Sandbox {
@@ -369,28 +259,21 @@ impl Sandbox {
         for v in &volumes {
             let d = sb.volume_dir(&v.name);
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-            if v.empty_dir.is_some() || v.ephemeral.is_some() || v.persistent_volume_claim.is_some()
-            {
+            if v.empty_dir.is_some() || v.ephemeral.is_some() || v.persistent_volume_claim.is_some() {
                 // emptyDir is world-writable; with fsGroup the kubelet gives the group to it
                 // and sets setgid so new files keep it.
-                let mode = if psc.fs_group.is_some() {
-                    "2777"
-                } else {
-                    "0777"
-                };
+                let mode = if psc.fs_group.is_some() { "2777" } else { "0777" };
                 run(Command::new("chmod").args([mode]).arg(&d), "chmod")?;
                 if let Some(g) = psc.fs_group {
                     run(Command::new("chgrp").arg(g.to_string()).arg(&d), "chgrp")?;
                 }
             }
             if let (Some(_), Some(text)) = (&v.config_map, daemon_json) {
-                std::fs::write(d.join("daemon.json"), text)
-                    .map_err(|e| format!("daemon.json: {e}"))?;
+                std::fs::write(d.join("daemon.json"), text).map_err(|e| format!("daemon.json: {e}"))?;
             }
             if v.projected.is_some() || v.secret.is_some() {
                 // The service-account token the apiserver projects: a stand-in file.
-                std::fs::write(d.join("token"), "not-a-real-token")
-                    .map_err(|e| format!("token: {e}"))?;
+                std::fs::write(d.join("token"), "not-a-real-token").map_err(|e| format!("token: {e}"))?;
                 std::fs::write(d.join("namespace"), "ci").map_err(|e| format!("namespace: {e}"))?;
             }
         }
@@ -419,78 +302,35 @@ impl Sandbox {
             "shareable".into(),
         ];
         args.push("--hostname".into());
-        args.push(
-            pod.metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| "pod".into())
-                .chars()
-                .take(63)
-                .collect(),
-        );
+        args.push(pod.metadata.name.clone().unwrap_or_else(|| "pod".into()).chars().take(63).collect());
         for alias in spec.host_aliases.iter().flatten() {
             for h in alias.hostnames.iter().flatten() {
                 args.push("--add-host".into());
                 args.push(format!("{h}:{}", alias.ip));
             }
         }
-        args.extend([
-            "--entrypoint".into(),
-            "/bin/sleep".into(),
-            engine.images["job"].clone(),
-            "infinity".into(),
-        ]);
+        args.extend(["--entrypoint".into(), "/bin/sleep".into(), engine.images["job"].clone(), "infinity".into()]);
         sb.create(&args)?;
         // The engine (20.10, no iptables) still gives an internal network's containers a default
         // route via its end of the bridge; the pod must have none, so it goes before anything
         // else runs in the namespace.
         let pid = engine.docker(&["inspect", "-f", "{{.State.Pid}}", &sb.pause])?;
-        run(
-            Command::new("nsenter").args(["-t", pid.trim(), "-n", "ip", "route", "del", "default"]),
-            "removing the pod's default route",
-        )?;
+        run(Command::new("nsenter").args(["-t", pid.trim(), "-n", "ip", "route", "del", "default"]), "removing the pod's default route")?;
 
         // The sidecar, exactly as injected.
         let started = Instant::now();
-        let args = sb.run_args(
-            &sidecar_spec,
-            &sb.sidecar.clone(),
-            &engine.images["dind"],
-            &psc,
-            false,
-        )?;
+        let args = sb.run_args(&sidecar_spec, &sb.sidecar.clone(), &engine.images["dind"], &psc, false)?;
         sb.create(&args)?;
-        if let Some(probe) = sidecar_spec
-            .startup_probe
-            .as_ref()
-            .and_then(|p| p.exec.as_ref())
-            .and_then(|e| e.command.clone())
-        {
-            let period = sidecar_spec
-                .startup_probe
-                .as_ref()
-                .and_then(|p| p.period_seconds)
-                .unwrap_or(10)
-                .max(1) as u64;
-            let failures = sidecar_spec
-                .startup_probe
-                .as_ref()
-                .and_then(|p| p.failure_threshold)
-                .unwrap_or(3)
-                .max(1) as u64;
+        if let Some(probe) = sidecar_spec.startup_probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.clone()) {
+            let period = sidecar_spec.startup_probe.as_ref().and_then(|p| p.period_seconds).unwrap_or(10).max(1) as u64;
+            let failures = sidecar_spec.startup_probe.as_ref().and_then(|p| p.failure_threshold).unwrap_or(3).max(1) as u64;
             let deadline = Instant::now() + Duration::from_secs(period * failures);
             loop {
                 let refs: Vec<&str> = probe.iter().map(String::as_str).collect();
-                if sb
-                    .exec_in(&sb.sidecar.clone(), &refs, None)
-                    .map(|o| o.status.success())
-                    .unwrap_or(false)
-                {
+                if sb.exec_in(&sb.sidecar.clone(), &refs, None).map(|o| o.status.success()).unwrap_or(false) {
                     break;
                 }
-                let state = engine
-                    .docker(&["inspect", "-f", "{{.State.Status}}", &sb.sidecar])
-                    .unwrap_or_default();
+                let state = engine.docker(&["inspect", "-f", "{{.State.Status}}", &sb.sidecar]).unwrap_or_default();
                 if state.trim() != "running" || Instant::now() > deadline {
                     return Err(format!(
                         "{what}: the sidecar's startup probe never passed (sidecar {}); its log:\n{}",
@@ -523,13 +363,7 @@ impl Sandbox {
 
         // The job container: the runner's own process is not run (nothing would drive it); it
         // sleeps, and job scripts are exec'd into it as GitLab's runner does.
-        let args = sb.run_args(
-            &job_spec,
-            &sb.job.clone(),
-            &engine.images["job"],
-            &psc,
-            true,
-        )?;
+        let args = sb.run_args(&job_spec, &sb.job.clone(), &engine.images["job"], &psc, true)?;
         sb.create(&args)?;
 
         // The registry pull stand-in: the nested daemon gets busybox and docker:cli.
@@ -542,8 +376,7 @@ impl Sandbox {
         load.pop();
         load.push("load".into());
         let refs: Vec<&str> = load.iter().map(String::as_str).collect();
-        let tar = std::fs::read(&engine.inner_images)
-            .map_err(|e| format!("{}: {e}", engine.inner_images.display()))?;
+        let tar = std::fs::read(&engine.inner_images).map_err(|e| format!("{}: {e}", engine.inner_images.display()))?;
         let out = sb.exec_in(&sb.sidecar.clone(), &refs, Some(&tar))?;
         if !out.status.success() {
             return Err(format!(
@@ -575,14 +408,8 @@ impl Sandbox {
         psc: &k8s_openapi::api::core::v1::PodSecurityContext,
         keep_alive: bool,
     ) -> Result<Vec<String>, String> {
-        let mut a: Vec<String> = vec![
-            "run".into(),
-            "-d".into(),
-            "--name".into(),
-            name.into(),
-            "--network".into(),
-            format!("container:{}", self.pause),
-        ];
+        let mut a: Vec<String> =
+            vec!["run".into(), "-d".into(), "--name".into(), name.into(), "--network".into(), format!("container:{}", self.pause)];
         a.extend(["--ipc".into(), format!("container:{}", self.pause)]);
         let sc = c.security_context.clone().unwrap_or_default();
         if sc.privileged == Some(true) {
@@ -600,11 +427,7 @@ impl Sandbox {
             a.push("--user".into());
             a.push(format!("0:{g}"));
         }
-        for g in psc
-            .fs_group
-            .iter()
-            .chain(psc.supplemental_groups.iter().flatten())
-        {
+        for g in psc.fs_group.iter().chain(psc.supplemental_groups.iter().flatten()) {
             a.push("--group-add".into());
             a.push(g.to_string());
         }
@@ -633,30 +456,14 @@ impl Sandbox {
                 std::fs::create_dir_all(&src).map_err(|e| format!("{}: {e}", src.display()))?;
             }
             if !src.exists() {
-                return Err(format!(
-                    "{}: mount {} names no volume of the pod",
-                    self.what, m.name
-                ));
+                return Err(format!("{}: mount {} names no volume of the pod", self.what, m.name));
             }
-            let ro = if m.read_only == Some(true) {
-                ",readonly"
-            } else {
-                ""
-            };
+            let ro = if m.read_only == Some(true) { ",readonly" } else { "" };
             a.push("--mount".into());
-            a.push(format!(
-                "type=bind,src={},dst={}{ro}",
-                src.display(),
-                m.mount_path
-            ));
+            a.push(format!("type=bind,src={},dst={}{ro}", src.display(), m.mount_path));
         }
         if keep_alive {
-            a.extend([
-                "--entrypoint".into(),
-                "/bin/sleep".into(),
-                image.into(),
-                "infinity".into(),
-            ]);
+            a.extend(["--entrypoint".into(), "/bin/sleep".into(), image.into(), "infinity".into()]);
             return Ok(a);
         }
         let command = c.command.clone().unwrap_or_default();
@@ -672,12 +479,7 @@ impl Sandbox {
         Ok(a)
     }
 
-    fn exec_in(
-        &self,
-        container: &str,
-        argv: &[&str],
-        stdin: Option<&[u8]>,
-    ) -> Result<Output, String> {
+    fn exec_in(&self, container: &str, argv: &[&str], stdin: Option<&[u8]>) -> Result<Output, String> {
         let mut cmd = self.engine.cmd();
         cmd.arg("exec");
         if stdin.is_some() {
@@ -685,21 +487,14 @@ impl Sandbox {
         }
         cmd.arg(container)
             .args(argv)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("docker exec: {e}"))?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(data)
-                .map_err(|e| format!("docker exec stdin: {e}"))?;
+            pipe.write_all(data).map_err(|e| format!("docker exec stdin: {e}"))?;
         }
-        child
-            .wait_with_output()
-            .map_err(|e| format!("docker exec: {e}"))
+        child.wait_with_output().map_err(|e| format!("docker exec: {e}"))
     }
 
     /// Runs a job script in the job container, as its user, in `dir`, with the container's env.
@@ -708,11 +503,7 @@ impl Sandbox {
         let started = Instant::now();
         // A hung job must not hang the test run: five minutes at most (coreutils' timeout).
         let limit = JOB_TIMEOUT_SECS.to_string();
-        match self.exec_in(
-            &self.job.clone(),
-            &["timeout", &limit, "/bin/sh", "-c", &full],
-            None,
-        ) {
+        match self.exec_in(&self.job.clone(), &["timeout", &limit, "/bin/sh", "-c", &full], None) {
             Ok(o) => Run {
                 ok: o.status.success(),
                 code: o.status.code(),
@@ -727,11 +518,7 @@ impl Sandbox {
                     }
                 ),
             },
-            Err(e) => Run {
-                ok: false,
-                code: None,
-                output: e,
-            },
+            Err(e) => Run { ok: false, code: None, output: e },
         }
     }
 
@@ -740,37 +527,21 @@ impl Sandbox {
             .cmd()
             .args(["logs", "--tail", "60", container])
             .output()
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            })
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
             .unwrap_or_default()
     }
 
     /// A command in the sidecar (inspection only: the network namespace, the iptables backend).
     pub fn in_sidecar(&self, script: &str) -> String {
         self.exec_in(&self.sidecar.clone(), &["/bin/sh", "-c", script], None)
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            })
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
             .unwrap_or_else(|e| e)
     }
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what}: {}", String::from_utf8_lossy(&out.stderr)))
-    }
+    if out.status.success() { Ok(()) } else { Err(format!("{what}: {}", String::from_utf8_lossy(&out.stderr))) }
 }
 
 const CAPS: [&str; 41] = [
@@ -820,19 +591,11 @@ const CAPS: [&str; 41] = [
 /// The capabilities (by name) this process's bounding set lacks: a container cannot get them.
 pub fn missing_capabilities() -> Vec<&'static str> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let bnd = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(u64::MAX);
-    let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(CAPS.len() - 1);
-    (0..=last.min(CAPS.len() - 1))
-        .filter(|bit| bnd & (1u64 << bit) == 0)
-        .map(|bit| CAPS[bit])
-        .collect()
+    let bnd =
+        status.lines().find_map(|l| l.strip_prefix("CapBnd:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).unwrap_or(u64::MAX);
+    let last: usize =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(CAPS.len() - 1);
+    (0..=last.min(CAPS.len() - 1)).filter(|bit| bnd & (1u64 << bit) == 0).map(|bit| CAPS[bit]).collect()
 }
 
 /// `privileged: true` as `docker run` flags. `--privileged` asks the runtime for every
@@ -851,12 +614,7 @@ pub fn privileged_flags() -> Vec<String> {
         f.push("--cap-drop".into());
         f.push(cap.into());
     }
-    for opt in [
-        "apparmor=unconfined",
-        "seccomp=unconfined",
-        "systempaths=unconfined",
-        "label=disable",
-    ] {
+    for opt in ["apparmor=unconfined", "seccomp=unconfined", "systempaths=unconfined", "label=disable"] {
         f.push("--security-opt".into());
         f.push(opt.into());
     }
@@ -868,43 +626,18 @@ pub fn privileged_flags() -> Vec<String> {
 /// Removes what a killed test run left behind (its Drop guards never ran): containers and
 /// networks named `dij-<pid>-...` whose process is gone.
 fn sweep_leftovers(host: &str) {
-    let e = Engine {
-        host: host.to_owned(),
-        images: BTreeMap::new(),
-        inner_images: PathBuf::new(),
-        dind_version: String::new(),
-    };
+    let e = Engine { host: host.to_owned(), images: BTreeMap::new(), inner_images: PathBuf::new(), dind_version: String::new() };
     let dead = |name: &str| {
         name.strip_prefix("dij-")
             .and_then(|r| r.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(|pid| {
-                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-            })
+            .is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
     };
-    let names = e
-        .docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            "name=^dij-",
-            "--format",
-            "{{.Names}}",
-        ])
-        .unwrap_or_default();
+    let names = e.docker(&["ps", "-a", "--filter", "name=^dij-", "--format", "{{.Names}}"]).unwrap_or_default();
     for name in names.lines().filter(|n| dead(n)) {
         let _ = e.docker(&["rm", "-f", "-v", name]);
     }
-    let nets = e
-        .docker(&[
-            "network",
-            "ls",
-            "--filter",
-            "name=^dij-",
-            "--format",
-            "{{.Name}}",
-        ])
-        .unwrap_or_default();
+    let nets = e.docker(&["network", "ls", "--filter", "name=^dij-", "--format", "{{.Name}}"]).unwrap_or_default();
     for name in nets.lines().filter(|n| dead(n)) {
         let _ = e.docker(&["network", "rm", name]);
     }

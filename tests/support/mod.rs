@@ -56,7 +56,8 @@ pub fn apply(pod: &Value, patch: &dind_injector::inject::Patch) -> Value {
 /// failing the test when they do not apply.
 pub fn apply_ops(pod: &Value, patch: &json_patch::Patch) -> Value {
     let mut out = pod.clone();
-    json_patch::patch(&mut out, &patch.0).unwrap_or_else(|e| panic!("patch does not apply: {e}\npatch: {}", serde_json::to_string_pretty(patch).unwrap_or_default()));
+    json_patch::patch(&mut out, &patch.0)
+        .unwrap_or_else(|e| panic!("patch does not apply: {e}\npatch: {}", serde_json::to_string_pretty(patch).unwrap_or_default()));
     out
 }
 
@@ -119,9 +120,10 @@ pub fn structural_problems(pod: &Pod) -> Vec<String> {
                 problems.push(format!("container {:?} mounts {:?} twice", c.name, m.mount_path));
             }
             if let Some(sp) = &m.sub_path
-                && (sp.starts_with('/') || sp.split('/').any(|p| p == "..")) {
-                    problems.push(format!("container {:?} subPath {sp:?} is not relative", c.name));
-                }
+                && (sp.starts_with('/') || sp.split('/').any(|p| p == ".."))
+            {
+                problems.push(format!("container {:?} subPath {sp:?} is not relative", c.name));
+            }
         }
         let mut env = HashSet::new();
         for e in c.env.iter().flatten() {
@@ -141,7 +143,9 @@ pub fn structural_problems(pod: &Pod) -> Vec<String> {
         if let Some(r) = &c.resources {
             for (res, limit) in r.limits.iter().flatten() {
                 if let Some(req) = r.requests.as_ref().and_then(|m| m.get(res)) {
-                    let (Ok(l), Ok(q)) = (dind_injector::quantity::Quantity::parse(&limit.0), dind_injector::quantity::Quantity::parse(&req.0)) else {
+                    let (Ok(l), Ok(q)) =
+                        (dind_injector::quantity::Quantity::parse(&limit.0), dind_injector::quantity::Quantity::parse(&req.0))
+                    else {
                         problems.push(format!("container {:?} has an unparsable {res} quantity", c.name));
                         continue;
                     };

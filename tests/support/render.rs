@@ -19,7 +19,12 @@ pub fn kustomize(dir: &str) -> String {
              (https://kubernetes.io/docs/tasks/tools/) or set KUBECTL to its path"
         )
     });
-    assert!(output.status.success(), "`{kubectl} kustomize {dir}` failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "`{kubectl} kustomize {dir}` failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("kustomize output is not UTF-8: {e}"))
 }
 
@@ -95,7 +100,12 @@ pub fn chart_webhook_configurations() -> Vec<(String, Vec<Value>)> {
         .current_dir(repo_root())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} tests/helm/test_chart.py: {e}", python.display()));
-    assert!(output.status.success(), "tests/helm/test_chart.py --dump-webhooks failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "tests/helm/test_chart.py --dump-webhooks failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     let sets: serde_json::Map<String, Value> =
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("tests/helm/test_chart.py --dump-webhooks printed no JSON: {e}"));
     sets.into_iter().map(|(name, objects)| (name, objects.as_array().cloned().unwrap_or_default())).collect()
@@ -106,7 +116,10 @@ pub fn chart_webhook_configurations() -> Vec<(String, Vec<Value>)> {
 /// component as kustomize renders them, and the chart with every values set of its tests.
 pub fn shipped_webhook_configurations(tmp: &Path) -> Vec<(String, Vec<Value>)> {
     let webhooks = |objects: Vec<Value>| -> Vec<Value> {
-        objects.into_iter().filter(|o| matches!(o["kind"].as_str(), Some("MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"))).collect()
+        objects
+            .into_iter()
+            .filter(|o| matches!(o["kind"].as_str(), Some("MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration")))
+            .collect()
     };
     let base = repo_root().join("manifests/base/webhooks.yaml");
     let text = std::fs::read_to_string(&base).unwrap_or_else(|e| panic!("{}: {e}", base.display()));

@@ -53,8 +53,7 @@ pub struct Answer {
 impl Answer {
     /// The body as JSON (a test failure when it is not).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The body as text.
@@ -111,16 +110,10 @@ pub async fn connect(addr: SocketAddr, ca_pems: &[&str], tls: Tls, http: Http) -
     let config = client_config(ca_pems, tls, http)?;
     let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let stream = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    let stream = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
     let (_, session) = stream.get_ref();
-    let peer_leaf = session
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec())
-        .ok_or("the server presented no certificate")?;
+    let peer_leaf =
+        session.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec()).ok_or("the server presented no certificate")?;
     let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
     let tls_version = session.protocol_version();
     let io = TokioIo::new(stream);
@@ -131,20 +124,12 @@ pub async fn connect(addr: SocketAddr, ca_pems: &[&str], tls: Tls, http: Http) -
             Sender::H1(sender)
         }
         Http::H2 => {
-            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
             tokio::spawn(conn);
             Sender::H2(sender)
         }
     };
-    Ok(Connection {
-        sender,
-        authority: format!("localhost:{}", addr.port()),
-        peer_leaf,
-        alpn,
-        tls_version,
-    })
+    Ok(Connection { sender, authority: format!("localhost:{}", addr.port()), peer_leaf, alpn, tls_version })
 }
 
 /// The leaf certificate (DER) a new connection to `addr` sees.
@@ -186,10 +171,7 @@ impl Connection {
             Sender::H1(_) => builder.uri(path).header("host", &self.authority),
             Sender::H2(_) => builder.uri(format!("https://{}{path}", self.authority)),
         };
-        builder
-            .header("content-type", "application/json")
-            .body(body)
-            .map_err(|e| e.to_string())
+        builder.header("content-type", "application/json").body(body).map_err(|e| e.to_string())
     }
 
     /// Sends `request` and reads the whole answer.
@@ -206,18 +188,8 @@ impl Connection {
         }
         .map_err(|e| format!("request failed: {e}"))?;
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes()
-            .to_vec();
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.into_body().collect().await.map_err(|e| format!("reading the answer: {e}"))?.to_bytes().to_vec();
         Ok(Answer { status, content_type, body })
     }
 
@@ -231,29 +203,13 @@ impl Connection {
 /// A plain HTTP/1.1 GET (the health port).
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tcp))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let request = Request::builder()
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(full(Bytes::new()))
-        .map_err(|e| e.to_string())?;
+    let request = Request::builder().uri(path).header("host", addr.to_string()).body(full(Bytes::new())).map_err(|e| e.to_string())?;
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .to_vec();
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();
     Ok(Answer { status, content_type, body })
 }
 
@@ -265,11 +221,7 @@ pub fn new_certs() -> dind_injector::certs::DevCerts {
 /// The DER of the serving certificate (the first in tls.crt).
 pub fn leaf_der(certs: &dind_injector::certs::DevCerts) -> Vec<u8> {
     let first = CertificateDer::pem_slice_iter(certs.tls_cert_pem.as_bytes()).next();
-    first
-        .unwrap_or_else(|| panic!("no certificate in tls.crt"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .as_ref()
-        .to_vec()
+    first.unwrap_or_else(|| panic!("no certificate in tls.crt")).unwrap_or_else(|e| panic!("{e}")).as_ref().to_vec()
 }
 
 /// What the kubelet does for a Secret volume: write a new timestamped directory, point a
