@@ -3,9 +3,11 @@ CARGO ?= cargo
 
 .PHONY: test test-deps test-helm run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps fuzz fuzz-ci deploy
 
-## Run every test: unit, fixtures and golden files, properties, CLI, HTTPS server, faults under
-## load, CI jobs in pod-shaped sandboxes on a real engine; the Helm chart; then each fuzz target for $(FUZZ_SECONDS_CI) s.
+## Run every test: formatting and clippy first (make lint), then unit, fixtures and golden files,
+## properties, CLI, HTTPS server, faults under load, CI jobs in pod-shaped sandboxes on a real
+## engine; the Helm chart; then each fuzz target for $(FUZZ_SECONDS_CI) s.
 test: test-deps
+	$(MAKE) lint
 	$(CARGO) build --locked --benches
 	DIND_INJECTOR_REQUIRE_DOCKERD=1 $(CARGO) test --locked --lib --bins --tests
 	$(MAKE) test-helm
@@ -71,12 +73,17 @@ golden:
 fixtures:
 	cp -r ../shared/fixtures/. tests/fixtures/
 
+## cargo fmt --check (the project and fuzz/, rustfmt.toml) and clippy on every target with warnings
+## as errors; part of make test.
 lint:
 	$(CARGO) fmt --check
+	$(CARGO) fmt --check --manifest-path fuzz/Cargo.toml
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+## Format the project and fuzz/ as make lint wants them.
 fmt:
 	$(CARGO) fmt
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 
 # The request `make run` suggests: post the GitLab fixture, print the warnings and the patch.
 RUN_CURL = curl -sS --cacert certs/ca.crt -H 'Content-Type: application/json' --data-binary @tests/fixtures/reviews/gitlab.json https://127.0.0.1:8443/mutate | python3 -c 'import json,sys,base64; r=json.load(sys.stdin)["response"]; print(json.dumps(r.get("warnings",[]),indent=1)); print(json.dumps(json.loads(base64.b64decode(r["patch"])),indent=2))'
