@@ -209,7 +209,7 @@ impl LeanMeta {
         self.annotations
             .as_ref()
             .and_then(|a| a.get(crate::annotations::STATUS))
-            .is_some_and(|status| crate::inject::InjectionStatus::parse(status).is_some())
+            .is_some_and(|status| crate::status::InjectionStatus::parse(status).is_some())
     }
 }
 

@@ -8,7 +8,6 @@ mod patch;
 pub mod runner;
 pub mod settings;
 pub mod sidecar;
-mod status;
 pub mod workspace;
 
 use std::collections::HashSet;
@@ -20,12 +19,12 @@ use crate::config::{Config, SidecarMode, Transport};
 use crate::names::unique_name;
 use crate::namespace::NamespaceView;
 
+pub use crate::status::{InjectionStatus, STATUS_VERSION, sidecar_fingerprint, template_hash};
 pub use daemon::{daemon_json, daemon_json_text};
 pub use patch::{Patch, PatchBuilder};
 pub use runner::Runner;
 pub use settings::Settings;
 pub use sidecar::InjectedNames;
-pub use status::{InjectionStatus, STATUS_VERSION, sidecar_fingerprint, template_hash};
 
 /// A Kubernetes version, `major.minor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

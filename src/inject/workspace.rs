@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Volume, VolumeMount};
-use serde::{Deserialize, Serialize};
 
 use crate::annotations;
 use crate::config::{Config, WorkspaceMirroring};
 
-use super::status::InjectionStatus;
+use crate::status::InjectionStatus;
+pub use crate::status::MirroredMount;
 
 /// Paths of the sidecar's own filesystem that a mirrored mount must neither cover, nor sit on,
 /// nor sit under (besides the socket and certificate directories and the sidecar's own mounts).
@@ -33,22 +33,6 @@ pub const RESERVED_PATHS: &[&str] = &[
     "/proc",
     "/sys",
 ];
-
-/// One job mount mirrored into the sidecar, as recorded in the status annotation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MirroredMount {
-    /// The pod volume.
-    pub volume: String,
-    /// The mount path, the same in the sidecar and the job container.
-    pub path: String,
-    /// The job mount's `subPath`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub_path: Option<String>,
-    /// The job mount's `subPathExpr`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub_path_expr: Option<String>,
-}
 
 impl MirroredMount {
     fn of(m: &VolumeMount) -> Self {

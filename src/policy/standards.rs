@@ -4,34 +4,7 @@
 
 use k8s_openapi::api::core::v1::{Capabilities, ContainerPort, Pod, PodSecurityContext, PodSpec, SecurityContext, VolumeMount};
 
-/// A Pod Security Standards level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Prevents known privilege escalations.
-    Baseline,
-    /// Baseline plus hardening best practices.
-    Restricted,
-}
-
-impl Level {
-    /// `baseline` or `restricted`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Baseline => "baseline",
-            Level::Restricted => "restricted",
-        }
-    }
-
-    /// Parses the label spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim() {
-            "baseline" => Some(Level::Baseline),
-            "restricted" => Some(Level::Restricted),
-            _ => None,
-        }
-    }
-}
+pub use crate::config::Level;
 
 /// One control of the standards (plus dind-injector's own Docker-socket check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,5 +1,9 @@
 //! The `dind-injector.io/status` annotation: what was injected, so that injection is idempotent
 //! and the validating webhook can recognise the sidecar.
+//!
+//! Plain data, below both readers: the pod decoder ([`crate::pod`]) recognises an injected pod by
+//! it, the injection decision ([`crate::inject`]) writes it and the validating webhook
+//! ([`crate::policy`]) checks the sidecar against it.
 
 use std::borrow::Cow;
 use std::io;
@@ -32,7 +36,23 @@ pub struct InjectionStatus {
     /// Job mounts mirrored into the sidecar at the same paths (absent in records written before
     /// workspace mirroring, and when nothing was mirrored).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mirrored: Vec<super::workspace::MirroredMount>,
+    pub mirrored: Vec<MirroredMount>,
+}
+
+/// One job mount mirrored into the sidecar, as recorded in the status annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirroredMount {
+    /// The pod volume.
+    pub volume: String,
+    /// The mount path, the same in the sidecar and the job container.
+    pub path: String,
+    /// The job mount's `subPath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    /// The job mount's `subPathExpr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path_expr: Option<String>,
 }
 
 /// The current format version. 2: the template hash is taken over the sidecar as the apiserver
