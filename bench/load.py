@@ -238,6 +238,50 @@ def measure(kind, binary, certs, workdir, body, http, concurrency, seconds, log_
         server.stop()
 
 
+RECONNECT_REVIEWS = 2000
+
+
+def reconnect_cost(binary, certs, workdir, body):
+    """What server.maxConnectionAge costs: the injector's CPU per GitLab review over HTTP/1.1 (the
+    apiserver's protocol) on one keep-alive connection, and with a new TCP and TLS connection for
+    every review (h2load with as many clients as requests: one review per connection, in rounds
+    of 100 so the backlog stays short). The difference is the server's cost of one connection;
+    divided by the reviews a connection carries in its age, it is the share maxConnectionAge adds."""
+    server = Server("injector", binary, certs, workdir)
+    try:
+        url = server.url()
+        h2load(url, body, "1.1", 1, requests=500)  # warm-up
+        before = cpu_seconds(server.proc.pid)
+        kept = h2load(url, body, "1.1", 1, requests=RECONNECT_REVIEWS)
+        kept_us = (cpu_seconds(server.proc.pid) - before) / max(1, kept["ok"]) * 1e6
+        before = cpu_seconds(server.proc.pid)
+        started = time.monotonic()
+        ok = errors = 0
+        for _ in range(RECONNECT_REVIEWS // 100):
+            r = h2load(url, body, "1.1", 100, requests=100)
+            ok += r["ok"]
+            errors += r["errors"]
+        wall = time.monotonic() - started
+        fresh_us = (cpu_seconds(server.proc.pid) - before) / max(1, ok) * 1e6
+        return {"kept_us": kept_us, "fresh_us": fresh_us, "connection_us": fresh_us - kept_us,
+                "fresh_rps": ok / wall if wall else 0.0, "kept_rps": kept["rps"], "errors": errors + kept["errors"]}
+    finally:
+        server.stop()
+
+
+def reconnect_lines(r):
+    """The README's lines for reconnect_cost's result."""
+    share = lambda rate: r["connection_us"] / (r["kept_us"] * rate * 60) * 100 if r["kept_us"] else 0.0
+    return ["", f"Reconnect cost (what `server.maxConnectionAge` adds; GitLab `/mutate`, HTTP/1.1, {RECONNECT_REVIEWS} reviews each):", "",
+            "| reviews | server CPU µs/review | reviews/s | errors |", "|---|---:|---:|---:|",
+            f"| on one keep-alive connection | {r['kept_us']:.0f} | {r['kept_rps']:.0f} | - |",
+            f"| each on a new TCP + TLS connection | {r['fresh_us']:.0f} | {r['fresh_rps']:.0f} | {r['errors']} |",
+            "",
+            f"One new connection costs the server about {r['connection_us']:.0f} µs of CPU (the TLS handshake). At the default "
+            f"`maxConnectionAge` of 60 s a pooled connection carrying 1 review/s pays it once per 60 reviews "
+            f"(+{share(1):.1f} % CPU), at 10 reviews/s once per 600 (+{share(10):.2f} %)."]
+
+
 OPEN_LOOP = [
     # (name, connections, requests per second per connection)
     ("even: 1 connection, a review every 1 ms", 1, 1000),
@@ -421,6 +465,7 @@ def main():
     ap.add_argument("--report", default=str(ROOT / "target/bench-load/report.md"))
     ap.add_argument("--alloc", help="examples/alloc_by_pod_size, for the scaling table and the allocations target")
     ap.add_argument("--readme", help="also write the report (and bench/notes.md) between the load-bench markers of this file")
+    ap.add_argument("--reconnect-only", action="store_true", help="only measure the reconnect cost, print its lines and stop")
     args = ap.parse_args()
     if not shutil.which("h2load"):
         sys.exit("bench: h2load is missing (scripts/install-bench-deps.sh installs it)")
@@ -435,6 +480,10 @@ def main():
     for name in ["gitlab", "buildkite"]:
         bodies[name] = workdir / f"{name}.json"
         bodies[name].write_text(compact(json.loads((ROOT / f"tests/fixtures/reviews/{name}.json").read_text())))
+    if args.reconnect_only:
+        print("\n".join(reconnect_lines(reconnect_cost(args.server, certs, workdir, bodies["gitlab"]))))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
     bodies["50 containers"] = workdir / "large.json"
     bodies["50 containers"].write_text(compact(large_review(50)))
     injected, checks = injected_review(args.server, certs, workdir, bodies["gitlab"])
@@ -634,6 +683,9 @@ def main():
         ("no error at any concurrency", f"{errors} errors", errors == 0),
         (f"ready within {TARGET_READY_MS:g} ms of start", f"max {max(ready):.1f} ms over {len(ready)} starts", max(ready) < TARGET_READY_MS),
     ] + [(what, "yes" if ok else "no", ok) for what, ok in checks]
+    reconnect = reconnect_cost(args.server, certs, workdir, bodies["gitlab"])
+    lines += reconnect_lines(reconnect)
+    targets.append(("no error reconnecting for every review", f"{reconnect['errors']} errors", reconnect["errors"] == 0))
     lines += ["", "p99 at saturation (GitLab, 64 connections): " + ", ".join(f"{k} {fmt(v)} ms" for k, v in saturation.items()) + ".", "",
               "| target | measured | |", "|---|---|---|"]
     for what, measured, ok in targets:

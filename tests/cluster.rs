@@ -2,6 +2,8 @@
 //! scenario answers the client's requests in order with the shapes a real kube-apiserver sends
 //! (status codes, `Status` bodies, resourceVersions) and checks what the client asked.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -11,51 +13,10 @@ use dind_injector::cluster::certs::{SelfManaged, ServingCert, ensure_secret, iss
 use dind_injector::cluster::daemon_config::{self, SyncOutcome};
 use dind_injector::cluster::namespaces::NamespaceCache;
 use dind_injector::namespace::NamespaceLookup;
-use http::{Method, Request, Response};
-use kube::Client;
+use http::{Method, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
-use tower_test::mock::{self, Handle};
-
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-fn mock_client() -> (Client, ApiHandle) {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), handle)
-}
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, f).await.unwrap_or_else(|_| panic!("{what}: timed out"))
-}
-
-fn respond(code: u16, body: Value) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap_or_default()))
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The next request: method, path with query, body (as JSON when it is), and the reply handle.
-async fn next(handle: &mut ApiHandle) -> (Method, String, Value, mock::SendResponse<Response<Body>>) {
-    let (request, send) = bounded("waiting for a request", handle.next_request()).await.unwrap_or_else(|| panic!("the client stopped"));
-    let method = request.method().clone();
-    let uri = request.uri().to_string();
-    let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (method, uri, body, send)
-}
-
-fn status(code: u16, reason: &str, message: &str, details: Value) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": message, "reason": reason, "details": details, "code": code})
-}
-
-fn not_found(kind: &str, name: &str) -> Value {
-    status(404, "NotFound", &format!("{kind} \"{name}\" not found"), json!({"name": name, "kind": kind}))
-}
+use support::kube_mock::{answer_trusted_cas, bounded, mock_client, next, not_found, respond, status};
 
 fn namespace_meta(name: &str, rv: &str, opted_in: bool) -> Value {
     let mut labels = json!({"kubernetes.io/metadata.name": name});
@@ -254,9 +215,12 @@ async fn the_first_replica_creates_the_secret_and_the_second_uses_it() {
     let (method, uri, _, send) = next(&mut api).await;
     assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH));
     send.send_response(respond(404, not_found("secrets", "dind-injector-tls")));
+    // A first install: no webhook configuration trusts anything yet.
+    answer_trusted_cas(&mut api, None, None).await;
     let (method, uri, body, send) = next(&mut api).await;
     assert_eq!((method, uri.as_str()), (Method::POST, "/api/v1/namespaces/dind-injector/secrets?"));
     assert_eq!(body["type"], "kubernetes.io/tls");
+    assert_eq!(ders(&String::from_utf8_lossy(&unb64(&body["data"]["ca.crt"]))).len(), 1, "a first install's bundle is its one CA");
     assert!(body["data"]["tls.key"].is_string() && body["data"]["ca.crt"].is_string());
     // The other replica was faster.
     send.send_response(respond(
@@ -274,6 +238,52 @@ async fn the_first_replica_creates_the_secret_and_the_second_uses_it() {
     let cert = bounded("ensure_secret", task).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cert.cert_pem, theirs.tls_cert_pem, "the loser serves the winner's certificate");
     assert_eq!(cert.ca_bundle_pem, theirs.ca_cert_pem);
+}
+
+fn unb64(v: &Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or_else(|| panic!("not a string: {v}")))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `kubectl delete secret dind-injector-tls` (the README's way to switch certificates.mode, or
+/// to start over) while replicas still serve the old certificate: the replica that makes the new
+/// Secret keeps every CA the webhook configurations still trust, so the apiserver, given the new
+/// caBundle, still trusts the old replicas until they have moved to the new certificate.
+#[tokio::test]
+async fn a_secret_made_anew_keeps_every_ca_the_webhooks_still_trust() {
+    rustls::crypto::ring::default_provider().install_default().ok();
+    let cfg = self_managed();
+    let old = issue(&cfg, SystemTime::now()).unwrap_or_else(|e| panic!("{e}"));
+    let cert_manager =
+        dind_injector::certs::generate_dev_certs(&["dind-injector.dind-injector.svc".into()]).unwrap_or_else(|e| panic!("{e}"));
+    let (client, mut api) = mock_client();
+    let task = tokio::spawn(async move { ensure_secret(&client, &self_managed()).await });
+    let (method, uri, _, send) = next(&mut api).await;
+    assert_eq!((method, uri.as_str()), (Method::GET, SECRET_PATH));
+    send.send_response(respond(404, not_found("secrets", "dind-injector-tls")));
+    // The mutating configuration trusts the old self-managed CA, the validating one also
+    // cert-manager's (a switch half done).
+    let both = format!("{}{}", old.ca_cert_pem, cert_manager.ca_cert_pem);
+    answer_trusted_cas(&mut api, Some(&old.ca_cert_pem), Some(&both)).await;
+    let (method, uri, mut body, send) = next(&mut api).await;
+    assert_eq!((method, uri.as_str()), (Method::POST, "/api/v1/namespaces/dind-injector/secrets?"));
+    body["metadata"]["resourceVersion"] = json!("900");
+    send.send_response(respond(201, body));
+    let made = bounded("ensure_secret", task).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+
+    let bundle = ders(&made.ca_bundle_pem);
+    assert_eq!(bundle.len(), 3, "the new CA, the old self-managed CA and cert-manager's, each once");
+    let new_leaf = &ders(&made.cert_pem)[0];
+    let name = "dind-injector.dind-injector.svc";
+    assert!(trusted(&cas_pem(&bundle[0]), new_leaf, name), "the new CA is first in ca.crt");
+    assert!(trusted(&made.ca_bundle_pem, new_leaf, name));
+    assert!(trusted(&made.ca_bundle_pem, &ders(&old.cert_pem)[0], name), "a replica still serving the old certificate stays trusted");
+    assert!(trusted(&made.ca_bundle_pem, &ders(&cert_manager.tls_cert_pem)[0], name), "and one serving cert-manager's");
+    // What it was before: the new CA alone, which refuses the old replicas (x509: certificate
+    // signed by unknown authority).
+    assert!(!trusted(&cas_pem(&bundle[0]), &ders(&old.cert_pem)[0], name));
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -261,8 +262,17 @@ pub async fn ensure_secret(client: &Client, cfg: &SelfManaged) -> Result<Serving
     let what = format!("Secret {}/{}", cfg.namespace, cfg.secret);
     let existing = api.get_opt(&cfg.secret).await.map_err(at(format!("get {what}")))?;
     let Some(existing) = existing else {
+        // A new Secret (first install, or the Secret was deleted to switch certificates.mode):
+        // its bundle keeps every CA the webhook configurations still trust, so replicas still
+        // serving a certificate of the old Secret (or of cert-manager) stay trusted while they
+        // move to the new one. Renewals drop these CAs once they expire.
         let fresh = issue(cfg, SystemTime::now())?;
-        let secret = secret_of(cfg, &fresh, &fresh.ca_cert_pem);
+        let trusted = trusted_now(client, cfg).await?;
+        let bundle = renewed_bundle(&fresh.ca_cert_pem, &trusted, now_unix());
+        if bundle != fresh.ca_cert_pem {
+            tracing::info!(secret = %what, "creating the self-managed certificate; ca.crt keeps the CAs the webhook configurations still trust");
+        }
+        let secret = secret_of(cfg, &fresh, &bundle);
         return match api.create(&PostParams::default(), &secret).await {
             Ok(created) => ServingCert::from_secret(&created).ok_or_else(|| incomplete(&what)),
             Err(e) if api_code(&e) == Some(409) => {
@@ -297,6 +307,30 @@ pub async fn ensure_secret(client: &Client, cfg: &SelfManaged) -> Result<Serving
         }
         Err(e) => Err(at(format!("renew {what}"))(e)),
     }
+}
+
+/// Every CA in the caBundle of the webhooks of both configurations (PEM, concatenated); empty
+/// when they are not installed yet.
+async fn trusted_now(client: &Client, cfg: &SelfManaged) -> Result<String, ClusterError> {
+    let name = &cfg.webhook_configuration;
+    let mut pem = String::new();
+    let mut add = |bundle: Option<&ByteString>| {
+        if let Some(b) = bundle {
+            pem.push_str(&String::from_utf8_lossy(&b.0));
+            pem.push('\n');
+        }
+    };
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let found = mutating.get_opt(name).await.map_err(at(format!("get MutatingWebhookConfiguration {name} (for the CAs it trusts)")))?;
+    for w in found.iter().flat_map(|c| c.webhooks.iter().flatten()) {
+        add(w.client_config.ca_bundle.as_ref());
+    }
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let found = validating.get_opt(name).await.map_err(at(format!("get ValidatingWebhookConfiguration {name} (for the CAs it trusts)")))?;
+    for w in found.iter().flat_map(|c| c.webhooks.iter().flatten()) {
+        add(w.client_config.ca_bundle.as_ref());
+    }
+    Ok(pem)
 }
 
 fn incomplete(what: &str) -> ClusterError {

@@ -249,6 +249,17 @@ mod tests {
     }
 
     #[test]
+    fn max_connection_age_is_off_or_at_least_100ms() {
+        let e = problems_of("server:\n  maxConnectionAge: 50ms\n");
+        assert!(e.contains("server.maxConnectionAge") && e.contains("at least 100ms"), "{e}");
+        for fine in ["0s", "100ms", "10m"] {
+            let c = Config::from_yaml(&format!("server:\n  maxConnectionAge: {fine}\n"), "x");
+            assert!(c.is_ok(), "{fine}: {:?}", c.err().map(|e| e.to_string()));
+        }
+        assert_eq!(Config::default().server.max_connection_age.0, Duration::from_secs(60));
+    }
+
+    #[test]
     fn daemon_json_conflicting_with_flags_is_rejected() {
         let e = problems_of("daemon:\n  settings:\n    hosts: [\"tcp://0.0.0.0:2375\"]\n    mtu: 1400\n");
         assert!(e.contains("daemon.settings.hosts"), "{e}");

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Interval;
 
+/// The shortest `server.maxConnectionAge` accepted (other than `0s`, off).
+pub const MIN_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Limits and timings of the server. Every one is explicit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -24,6 +27,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Interval,
     /// Open connections at most; more wait for a free slot.
     pub max_connections: usize,
+    /// How long a connection is kept before the server ends it gracefully (HTTP/1.1: the next
+    /// response says `Connection: close`; HTTP/2: a GOAWAY that lets streams in flight finish),
+    /// so pooled clients such as the apiserver dial again and spread over the replicas. Each
+    /// connection's age is drawn within 10% below this, so connections do not all end at once.
+    /// `0s` turns it off.
+    pub max_connection_age: Interval,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +46,7 @@ impl Default for ServerConfig {
             shutdown_delay: Interval::secs(5),
             shutdown_grace: Interval::secs(20),
             max_connections: 1024,
+            max_connection_age: Interval::secs(60),
         }
     }
 }
@@ -60,6 +70,13 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             bad("server.maxConnections", "must be more than 0".into());
+        }
+        let age = self.max_connection_age.0;
+        if !age.is_zero() && age < MIN_CONNECTION_AGE {
+            bad(
+                "server.maxConnectionAge",
+                "must be 0s (connections live until the client or an idle timeout ends them) or at least 100ms: every new connection costs the client a TLS handshake".into(),
+            );
         }
     }
 }

@@ -1,19 +1,34 @@
 //! The HTTPS accept loop: a bounded number of connections, each with TCP_NODELAY, a TLS
 //! handshake timeout, an HTTP/1 header-read timeout, an idle timeout, HTTP/1.1 or HTTP/2, its
-//! own span, and graceful shutdown.
+//! own span, a maximum age, and graceful shutdown.
+//!
+//! A connection is never closed while a request can be in flight on it. To end one (at its
+//! `server.maxConnectionAge`, or from the moment a shutdown starts) it is *drained*, the way a
+//! Go `net/http` client (the apiserver's webhook client) survives: on HTTP/1.1 the next response
+//! says `Connection: close` and the connection closes once that response is written, so the
+//! client never reuses it; on HTTP/2 a graceful GOAWAY (hyper's: a GOAWAY for every stream, a
+//! PING, then the last stream id) lets the streams in flight finish and tells the client to send
+//! the rest on a new connection. A drained HTTP/2 connection that has carried no request yet
+//! waits for its first one, so a client that dialled because of a GOAWAY is not sent another
+//! before it has been served. Only a connection idle past `server.headerReadTimeout` is closed
+//! without a request (as before: the idle close every HTTP server does).
 
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -21,7 +36,9 @@ use tracing::Instrument;
 use super::state::AppState;
 
 /// Accepts connections until `stop` completes; returns the tracker of the connections still
-/// open, for the caller to drain. The listener is dropped on return: no more connections.
+/// open, for the caller to wait for. The listener is dropped on return: no more connections.
+/// Every connection is drained from the moment the server's shutdown is triggered (before
+/// `stop`, which comes `server.shutdownDelay` later).
 pub(crate) async fn accept_until(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -30,11 +47,16 @@ pub(crate) async fn accept_until(
     stop: impl Future<Output = ()>,
 ) -> GracefulShutdown {
     // Each connection task holds a watcher until it ends, so `GracefulShutdown::shutdown`
-    // waits for them all; the tasks learn of the shutdown from `stopping` and shut their
-    // connection down gracefully themselves (as `GracefulShutdown::watch` would), which lets
-    // them also close a connection that has gone idle.
+    // waits for them all; the tasks learn of the shutdown from `stopping` and drain their
+    // connection themselves (rather than `GracefulShutdown::watch`, which would close an idle
+    // HTTP/1.1 connection the client may be writing its next request to).
     let graceful = GracefulShutdown::new();
     let (stopping_tx, stopping) = watch::channel(false);
+    let shutdown = state.shutdown_handle();
+    let drain_on_shutdown = tokio::spawn(async move {
+        shutdown.triggered().await;
+        let _ = stopping_tx.send(true);
+    });
     // The limit is read once: a new server.maxConnections applies at the next start.
     let limit = state.config().server.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(limit));
@@ -65,6 +87,7 @@ pub(crate) async fn accept_until(
         let config = state.config();
         let handshake_timeout = config.server.tls_handshake_timeout.0;
         let header_read_timeout = config.server.header_read_timeout.0;
+        let max_age = config.server.max_connection_age.0;
         let watcher = graceful.watcher();
         let mut stopping = stopping.clone();
         let acceptor = acceptor.clone();
@@ -87,7 +110,10 @@ pub(crate) async fn accept_until(
                         return;
                     }
                 };
-                let activity = Arc::new(Activity::new());
+                // ALPN says HTTP/2 before any request does (h2 without ALPN is learnt from the
+                // first request).
+                let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let activity = Arc::new(Activity::new(alpn_h2));
                 let service = Tracked { inner: TowerToHyperService::new(app), activity: Arc::clone(&activity) };
                 let mut builder = auto::Builder::new(SpanExecutor);
                 builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
@@ -101,6 +127,7 @@ pub(crate) async fn accept_until(
                 // connection gets a GOAWAY; one whose client does not finish that exchange (it
                 // waits for a PING answer) is dropped after another headerReadTimeout.
                 let idle_timeout = header_read_timeout;
+                let age_at = (!max_age.is_zero()).then(|| Instant::now() + jittered(max_age));
                 let mut closing = false;
                 let mut drop_if_idle_at: Option<Instant> = None;
                 loop {
@@ -111,11 +138,14 @@ pub(crate) async fn accept_until(
                             }
                             break;
                         }
-                        _ = stopping.wait_for(|s| *s), if !closing => {
-                            connection.as_mut().graceful_shutdown();
-                            closing = true;
-                            drop_if_idle_at = None;
+                        _ = stopping.wait_for(|s| *s), if !activity.is_draining() => {
+                            activity.drain();
                         }
+                        () = sleep_until_some(age_at), if !activity.is_draining() => {
+                            tracing::debug!(max_age = ?max_age, "ending the connection gracefully (server.maxConnectionAge)");
+                            activity.drain();
+                        }
+                        () = activity.started.notified(), if activity.is_draining() && !closing => {}
                         () = tokio::time::sleep_until(activity.idle_deadline(idle_timeout)), if !closing => {
                             if activity.is_idle_past(idle_timeout) {
                                 tracing::debug!(timeout = ?idle_timeout, "closing an idle connection (server.headerReadTimeout)");
@@ -132,14 +162,36 @@ pub(crate) async fn accept_until(
                             drop_if_idle_at = Some(Instant::now() + idle_timeout);
                         }
                     }
+                    // Draining HTTP/1.1 needs nothing here: `Tracked` marks the next response
+                    // `Connection: close` and hyper closes after writing it. HTTP/2 gets its
+                    // GOAWAY once it has carried a request.
+                    if activity.is_draining() && !closing && activity.is_h2() && activity.has_served() {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                        // A client that never finishes the GOAWAY exchange is dropped once
+                        // its streams are done and it has been idle for headerReadTimeout.
+                        drop_if_idle_at = Some(Instant::now() + idle_timeout);
+                    }
                 }
                 drop(watcher);
             }
             .instrument(span),
         );
     }
-    let _ = stopping_tx.send(true);
+    // The tasks already drain from the trigger on; this only ends the helper if `stop` came
+    // some other way.
+    drain_on_shutdown.abort();
     graceful
+}
+
+/// `max` less up to 10%, drawn per connection (std's randomly keyed hasher as the source), so
+/// the connections made together (at a rollout) do not all end together.
+fn jittered(max: Duration) -> Duration {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    let tenth = max / 10;
+    let nanos = u64::try_from(tenth.as_nanos()).unwrap_or(u64::MAX);
+    max - Duration::from_nanos(hasher.finish().checked_rem(nanos).unwrap_or(0))
 }
 
 /// Sleeps until `at`, or for ever when there is none.
@@ -150,16 +202,45 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// A connection's requests in flight, and since when it has had none.
+/// A connection's requests in flight, since when it has had none, how many it has carried,
+/// whether it speaks HTTP/2 and whether it is being drained.
 #[derive(Debug)]
 struct Activity {
     inflight: AtomicUsize,
     idle_since: Mutex<Instant>,
+    served: AtomicUsize,
+    h2: AtomicBool,
+    draining: AtomicBool,
+    /// Woken when a request starts (a drained HTTP/2 connection waits for its first).
+    started: Notify,
 }
 
 impl Activity {
-    fn new() -> Self {
-        Activity { inflight: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()) }
+    fn new(h2: bool) -> Self {
+        Activity {
+            inflight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            served: AtomicUsize::new(0),
+            h2: AtomicBool::new(h2),
+            draining: AtomicBool::new(false),
+            started: Notify::new(),
+        }
+    }
+
+    fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Acquire)
+    }
+
+    fn has_served(&self) -> bool {
+        self.served.load(Ordering::Acquire) > 0
     }
 
     fn idle_since(&self) -> Instant {
@@ -183,6 +264,8 @@ struct RequestGuard(Arc<Activity>);
 impl RequestGuard {
     fn new(activity: &Arc<Activity>) -> Self {
         activity.inflight.fetch_add(1, Ordering::AcqRel);
+        activity.served.fetch_add(1, Ordering::AcqRel);
+        activity.started.notify_one();
         RequestGuard(Arc::clone(activity))
     }
 }
@@ -194,7 +277,8 @@ impl Drop for RequestGuard {
     }
 }
 
-/// The connection's service, counting its requests in [`Activity`].
+/// The connection's service, counting its requests in [`Activity`] and marking HTTP/1.1
+/// responses `Connection: close` once the connection is draining.
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -202,20 +286,32 @@ struct Tracked<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = BoxFuture<Result<S::Response, S::Error>>;
 
-    fn call(&self, request: R) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let http1 = request.version() < Version::HTTP_2;
+        if !http1 {
+            self.activity.h2.store(true, Ordering::Release);
+        }
         let guard = RequestGuard::new(&self.activity);
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await;
+            let mut response = response.await;
+            // Decided when the answer is ready, so a review in flight when the drain starts
+            // already tells its client not to reuse the connection.
+            if http1
+                && guard.0.is_draining()
+                && let Ok(r) = response.as_mut()
+            {
+                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             drop(guard);
             response
         })

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod binary;
 pub mod cel;
+pub mod kube_mock;
 pub mod render;
 pub mod serve;
 pub mod tls_client;

@@ -48,6 +48,46 @@ pub struct Answer {
     pub content_type: Option<String>,
     /// The body.
     pub body: Vec<u8>,
+    /// HTTP/1.1 `Connection: close`: the server closes the connection after this answer, and a
+    /// client must not send on it again (Go's transport drops it from its pool).
+    pub connection_close: bool,
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub struct SendError {
+    /// The server cannot have processed it, so a client may send it again on a new connection
+    /// (what Go's HTTP/2 transport does): the connection had received a GOAWAY before it was
+    /// sent, the GOAWAY refused its stream (above the last stream id), the stream was refused
+    /// (`REFUSED_STREAM`), or hyper never sent it (the connection had ended before it was handed
+    /// over: Go's "client connection unusable", which Go sends again too).
+    pub unprocessed: bool,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Whether hyper's error says the request was never processed by the server (see [`SendError`]).
+fn unprocessed(e: &hyper::Error) -> bool {
+    // Canceled: hyper dropped it unsent; ChannelClosed: the connection had ended (after its
+    // GOAWAY) before the request was handed to it.
+    if e.is_canceled() || e.is_closed() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            let graceful_goaway = h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return graceful_goaway || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
 }
 
 impl Answer {
@@ -107,9 +147,15 @@ pub fn client_config(ca_pems: &[&str], tls: Tls, http: Http) -> Result<Arc<rustl
 
 /// Connects to `addr` as `localhost`, trusting `ca_pems`.
 pub async fn connect(addr: SocketAddr, ca_pems: &[&str], tls: Tls, http: Http) -> Result<Connection, String> {
+    connect_as(addr, "localhost", ca_pems, tls, http).await
+}
+
+/// Connects to `addr` as `name` (the name the certificate must be for), trusting `ca_pems`.
+pub async fn connect_as(addr: SocketAddr, name: &str, ca_pems: &[&str], tls: Tls, http: Http) -> Result<Connection, String> {
+    let authority = format!("{name}:{}", addr.port());
     let config = client_config(ca_pems, tls, http)?;
     let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
     let stream = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
     let (_, session) = stream.get_ref();
     let peer_leaf =
@@ -129,7 +175,7 @@ pub async fn connect(addr: SocketAddr, ca_pems: &[&str], tls: Tls, http: Http) -
             Sender::H2(sender)
         }
     };
-    Ok(Connection { sender, authority: format!("localhost:{}", addr.port()), peer_leaf, alpn, tls_version })
+    Ok(Connection { sender, authority, peer_leaf, alpn, tls_version })
 }
 
 /// The leaf certificate (DER) a new connection to `addr` sees.
@@ -176,21 +222,59 @@ impl Connection {
 
     /// Sends `request` and reads the whole answer.
     pub async fn send(&mut self, request: Request<Body>) -> Result<Answer, String> {
+        self.send_request(request).await.map_err(|e| e.message)
+    }
+
+    /// Sends `request` and reads the whole answer; an error says whether the server cannot
+    /// have processed the request.
+    pub async fn send_request(&mut self, request: Request<Body>) -> Result<Answer, SendError> {
+        let failed = |e: hyper::Error| SendError { unprocessed: unprocessed(&e), message: format!("request failed: {e} ({e:?})") };
         let response = match &mut self.sender {
             Sender::H1(s) => {
-                s.ready().await.map_err(|e| e.to_string())?;
+                s.ready().await.map_err(failed)?;
                 s.send_request(request).await
             }
             Sender::H2(s) => {
-                s.ready().await.map_err(|e| e.to_string())?;
+                s.ready().await.map_err(failed)?;
                 s.send_request(request).await
             }
         }
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(failed)?;
         let status = response.status();
         let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = response.into_body().collect().await.map_err(|e| format!("reading the answer: {e}"))?.to_bytes().to_vec();
-        Ok(Answer { status, content_type, body })
+        let connection_close = response.headers().get_all("connection").iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| SendError { unprocessed: false, message: format!("reading the answer: {e}") })?
+            .to_bytes()
+            .to_vec();
+        Ok(Answer { status, content_type, body, connection_close })
+    }
+
+    /// Another handle on the same HTTP/2 connection (requests on it are multiplexed); `None` on
+    /// HTTP/1.1, where a connection carries one request at a time.
+    pub fn share(&self) -> Option<Connection> {
+        match &self.sender {
+            Sender::H1(_) => None,
+            Sender::H2(s) => Some(Connection {
+                sender: Sender::H2(s.clone()),
+                authority: self.authority.clone(),
+                peer_leaf: self.peer_leaf.clone(),
+                alpn: self.alpn.clone(),
+                tls_version: self.tls_version,
+            }),
+        }
+    }
+
+    /// Whether the connection can take another request (it has not closed, and on HTTP/1.1 the
+    /// last answer did not say `Connection: close`; the caller checks that).
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
     }
 
     /// `method path` with `body`.
@@ -210,7 +294,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
     let status = response.status();
     let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();
-    Ok(Answer { status, content_type, body })
+    Ok(Answer { status, content_type, body, connection_close: false })
 }
 
 /// A new development CA and serving certificate for 127.0.0.1 and localhost.
