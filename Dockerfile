@@ -1,27 +1,23 @@
 # syntax=docker/dockerfile:1
-# dind-injector: a static binary on distroless, non-root.
-#   docker build -t ghcr.io/dind-injector/dind-injector:0.1.0 .
+# dind-injector: one fully static binary (musl) in an empty image, run as 65532. Nothing is
+# pulled: there is no base image, so the image builds offline and holds exactly what the
+# server uses (the binary, and /etc/passwd and /etc/group naming its user).
+#
+# The binary is built before, outside the image (reproducible, cached, cross-compiled in CI):
+#   make image                                   # this machine's architecture, writes target/image/dind-injector.tar
+#   docker buildx build --platform linux/amd64,linux/arm64 -f Dockerfile target/image/context   # what CI does
+# The build context holds linux-<arch>/dind-injector for each platform (scripts/image.sh
+# stages it; .github/workflows/release.yml does the same for both architectures).
 
-FROM rust:1-bookworm AS build
-# musl-gcc compiles ring's C and assembly for the musl target; the result is fully static.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
- && rm -rf /var/lib/apt/lists/* \
- && rustup target add "$(uname -m)-unknown-linux-musl"
-WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-# benches/ is listed in Cargo.toml ([[bench]]), so cargo needs it to read the manifest.
-COPY benches ./benches
-COPY src ./src
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    target="$(uname -m)-unknown-linux-musl" \
- && env "CC_$(echo "$target" | tr - _)=musl-gcc" cargo build --release --locked --target "$target" \
- && cp "target/$target/release/dind-injector" /dind-injector \
- && /dind-injector version
-
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /dind-injector /dind-injector
+FROM scratch
+ARG TARGETARCH
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="dind-injector" \
+      org.opencontainers.image.description="Kubernetes admission webhook injecting a secure Docker-in-Docker sidecar into CI pods" \
+      org.opencontainers.image.source="https://github.com/dind-injector/dind-injector" \
+      org.opencontainers.image.version="${VERSION}"
+COPY passwd group /etc/
+COPY linux-${TARGETARCH}/dind-injector /dind-injector
 USER 65532:65532
 # Webhooks (HTTPS) and /healthz, /readyz, /metrics (plain HTTP).
 EXPOSE 8443 8080

