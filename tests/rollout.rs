@@ -312,6 +312,12 @@ fn failures(records: &[Record]) -> Vec<String> {
     records.iter().filter_map(|r| r.result.as_ref().err().map(|e| format!("{} at {}ms: {e}", r.uid, r.at.as_millis()))).collect()
 }
 
+/// Every review answered; the first ten failures otherwise.
+fn assert_none_failed(what: &str, records: &[Record]) {
+    let failed = failures(records);
+    assert!(failed.is_empty(), "{what}: {} of {} reviews failed: {:#?}", failed.len(), records.len(), &failed[..failed.len().min(10)]);
+}
+
 fn served_by(records: &[Record], addr: SocketAddr, from: Duration, to: Duration) -> usize {
     records.iter().filter(|r| r.at >= from && r.at < to && r.result.as_ref().is_ok_and(|a| *a == addr)).count()
 }
@@ -375,14 +381,7 @@ async fn replica_loss(http: Http) {
             (exit_at - term_at).as_millis(),
             client.retried.load(Ordering::Relaxed)
         );
-        let failed = failures(&records);
-        assert!(
-            failed.is_empty(),
-            "{http:?} run {rep}: {} of {} reviews failed: {:#?}",
-            failed.len(),
-            records.len(),
-            &failed[..failed.len().min(10)]
-        );
+        assert_none_failed(&format!("{http:?} run {rep}"), &records);
         assert!(status.success(), "exit status {status:?}");
         assert!(records.len() > 100, "too little load: {} reviews", records.len());
         assert_eq!(served_by(&records, leaving_addr, exit_at, Duration::MAX), 0, "answered by a replica that had exited");
@@ -429,6 +428,17 @@ async fn max_connection_age_spreads_pooled_reviews_over_both_replicas() {
                 client.retried.load(Ordering::Relaxed)
             );
             assert!(failed.is_empty(), "{http:?} maxConnectionAge {age}: {failed:#?}");
+            // Each replica counts what it drained: an operator sees the rotation in /metrics.
+            let mut drained = 0.0;
+            for r in &replicas {
+                let metrics = ok(tls_client::http_get(r.health, "/metrics").await).text();
+                drained += metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix("dind_injector_connections_drained_total{reason=\"max-age\"} "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+            assert_eq!(drained > 0.0, spread, "{http:?} maxConnectionAge {age}: {drained} connections drained for their age");
             let least = shares.iter().copied().min().unwrap_or(0);
             let total: usize = shares.iter().sum();
             if spread {
@@ -518,14 +528,7 @@ async fn deleting_the_secret_under_load_fails_no_review() {
             records.len(),
             served_by(&records, c.addr, Duration::ZERO, Duration::MAX)
         );
-        let failed = failures(&records);
-        assert!(
-            failed.is_empty(),
-            "run {rep}: {} of {} reviews failed: {:#?}",
-            failed.len(),
-            records.len(),
-            &failed[..failed.len().min(10)]
-        );
+        assert_none_failed(&format!("Secret deletion run {rep}"), &records);
         assert!(old_served > 0, "no review reached an old replica after caBundle changed: the scenario did not happen");
     }
 }

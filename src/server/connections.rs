@@ -88,6 +88,7 @@ pub(crate) async fn accept_until(
         let handshake_timeout = config.server.tls_handshake_timeout.0;
         let header_read_timeout = config.server.header_read_timeout.0;
         let max_age = config.server.max_connection_age.0;
+        let state_for_metrics = state.clone();
         let watcher = graceful.watcher();
         let mut stopping = stopping.clone();
         let acceptor = acceptor.clone();
@@ -96,6 +97,7 @@ pub(crate) async fn accept_until(
         tokio::spawn(
             async move {
                 let _permit = permit;
+                let metrics = state_for_metrics.metrics();
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
@@ -140,10 +142,12 @@ pub(crate) async fn accept_until(
                         }
                         _ = stopping.wait_for(|s| *s), if !activity.is_draining() => {
                             activity.drain();
+                            metrics.record_connection_drained("shutdown");
                         }
                         () = sleep_until_some(age_at), if !activity.is_draining() => {
                             tracing::debug!(max_age = ?max_age, "ending the connection gracefully (server.maxConnectionAge)");
                             activity.drain();
+                            metrics.record_connection_drained("max-age");
                         }
                         () = activity.started.notified(), if activity.is_draining() && !closing => {}
                         () = tokio::time::sleep_until(activity.idle_deadline(idle_timeout)), if !closing => {

@@ -35,6 +35,11 @@ struct EndpointLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -53,6 +58,7 @@ pub struct Metrics {
     namespace_watch_connected: Gauge,
     ca_bundle_patches: Family<ResultLabel, Counter>,
     ca_bundle_last_patch: Gauge,
+    connections_drained: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -75,6 +81,7 @@ impl Metrics {
         let namespace_watch_connected = Gauge::default();
         let ca_bundle_patches = Family::<ResultLabel, Counter>::default();
         let ca_bundle_last_patch = Gauge::default();
+        let connections_drained = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "dind_injector_namespace_watch_connected",
             "1 while the namespace watch is connected; 0 while the injector serves from its cache alone",
@@ -114,6 +121,11 @@ impl Metrics {
             "When caBundle was last patched successfully (Unix time; 0 if never by this replica)",
             ca_bundle_last_patch.clone(),
         );
+        registry.register(
+            "dind_injector_connections_drained",
+            "Connections ended gracefully (HTTP/1.1 Connection: close, HTTP/2 GOAWAY) so the client dials again: reason max-age (server.maxConnectionAge) or shutdown",
+            connections_drained.clone(),
+        );
         Metrics {
             registry,
             reviews,
@@ -126,7 +138,13 @@ impl Metrics {
             namespace_watch_connected,
             ca_bundle_patches,
             ca_bundle_last_patch,
+            connections_drained,
         }
+    }
+
+    /// Counts a connection drained for `reason` (`max-age` or `shutdown`).
+    pub fn record_connection_drained(&self, reason: &'static str) {
+        self.connections_drained.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Counts one answered review and its latency.
@@ -211,6 +229,7 @@ mod tests {
         m.record_ca_bundle_patch(true, 1_800_000_000);
         m.record_ca_bundle_patch(false, 1_800_000_100);
         m.set_namespace_watch_connected(true);
+        m.record_connection_drained("max-age");
         drop(m.inflight());
         let text = m.render();
         for name in [
@@ -224,6 +243,7 @@ mod tests {
             "dind_injector_ca_bundle_patches_total{result=\"failure\"} 1",
             "dind_injector_ca_bundle_last_patch_timestamp_seconds 1800000000",
             "dind_injector_namespace_watch_connected 1",
+            "dind_injector_connections_drained_total{reason=\"max-age\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
