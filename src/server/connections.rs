@@ -27,7 +27,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -101,7 +102,7 @@ pub(crate) async fn accept_until(
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(Lingering(Some(tcp)))).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::info!(error = %e, "TLS handshake failed");
@@ -196,6 +197,68 @@ fn jittered(max: Duration) -> Duration {
     let tenth = max / 10;
     let nanos = u64::try_from(tenth.as_nanos()).unwrap_or(u64::MAX);
     max - Duration::from_nanos(hasher.finish().checked_rem(nanos).unwrap_or(0))
+}
+
+/// How long a closed connection's socket keeps reading (and throwing away) what the client still
+/// sends before it is closed for good.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A connection's socket that closes the way a server must not to lose its last words: when the
+/// connection is done, the write side is shut (FIN) and what the client still sends is read and
+/// thrown away for up to [`LINGER`], then the socket is closed. Closing at once with bytes unread
+/// makes the kernel answer with a reset, and a client that gets the reset may lose what it had
+/// not read yet: an HTTP/2 client writing its next request as the server's final GOAWAY arrives
+/// would see `broken pipe` instead of the GOAWAY that tells it to send the request again
+/// elsewhere (seen in tests/rollout.rs). Go's server and nginx linger the same way.
+struct Lingering(Option<TcpStream>);
+
+impl Lingering {
+    fn stream(&mut self) -> std::io::Result<&mut TcpStream> {
+        self.0.as_mut().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let (Some(mut tcp), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) else { return };
+        runtime.spawn(async move {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(LINGER, async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
+        });
+    }
 }
 
 /// Sleeps until `at`, or for ever when there is none.
