@@ -36,6 +36,10 @@ pub const SIDECAR_MODE: &str = "dind-injector.io/sidecar-mode";
 /// (`/cache`) or leave out (`-/cache`).
 pub const WORKSPACE: &str = "dind-injector.io/workspace";
 
+/// Pod annotation, namespace label or annotation: `"off"` starts the daemon empty where the
+/// configuration gives it a node cache (`cache.mode: node`); nothing can turn the cache on.
+pub const CACHE: &str = "dind-injector.io/cache";
+
 /// Namespace label: the Pod Security level every other container must meet.
 pub const POD_SECURITY: &str = "dind-injector.io/pod-security";
 /// Namespace label: `enforce`, `audit` or `off` for the validating webhook.
@@ -46,7 +50,7 @@ pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 /// Every pod annotation dind-injector reads or writes.
 pub const POD_ANNOTATIONS: &[&str] =
-    &[INJECT, RUNNER, STATUS, IMAGE, TRANSPORT, CONTAINERS, CPU, MEMORY, STORAGE, MTU, SIDECAR_MODE, WORKSPACE];
+    &[INJECT, RUNNER, STATUS, IMAGE, TRANSPORT, CONTAINERS, CPU, MEMORY, STORAGE, MTU, SIDECAR_MODE, WORKSPACE, CACHE];
 
 /// Where a pod's [`INJECT`] request was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,6 +37,24 @@ pub struct InjectionStatus {
     /// workspace mirroring, and when nothing was mirrored).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrored: Vec<MirroredMount>,
+    /// The node cache the sidecar may take a slot of (absent when the cache is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheRecord>,
+}
+
+/// The node cache given to the sidecar, as recorded in the status annotation: the validating
+/// webhook exempts exactly this one hostPath volume, mounted by the sidecar only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRecord {
+    /// The hostPath volume.
+    pub volume: String,
+    /// Its node directory: `cache.hostPath/<namespace>/<scope>`.
+    pub host_path: String,
+    /// `<namespace>/<scope>`.
+    pub scope: String,
+    /// The scope's slots.
+    pub slots: u32,
 }
 
 /// One job mount mirrored into the sidecar, as recorded in the status annotation.

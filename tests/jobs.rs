@@ -73,6 +73,9 @@ struct Pod {
     job_env: &'static [(&'static str, &'static str)],
     /// `runAsUser` and `runAsGroup` of the job container, and the pod's `fsGroup`.
     run_as: Option<(i64, Option<i64>, Option<i64>)>,
+    /// With `cache.mode: node`, on the node directory every cached pod of this run shares (so
+    /// the later ones take a warm slot).
+    cache: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -231,6 +234,9 @@ fn injected(engine: &Engine, p: &Pod) -> (k8s_openapi::api::core::v1::Pod, Strin
     let mut config = Config::default();
     config.sidecar.image = format!("docker:{}-dind", engine.dind_version);
     config.daemon.registry_mirrors = vec![MIRROR.into()];
+    if p.cache {
+        config.cache.mode = dind_injector::config::CacheMode::Node;
+    }
     let decision = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in("ci"), &config, &ClusterInfo::default());
     let Outcome::Inject(injection) = &decision.outcome else { panic!("{}: not injected: {:?}", p.fixture, decision.outcome) };
     let patched = apply(&pod, &injection.patch);
@@ -249,7 +255,8 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
         c.daemon.registry_mirrors = vec![MIRROR.into()];
         c.daemon
     });
-    let sb = Sandbox::start(engine, test, &pod, &sidecar, p.job, Some(&daemon_json))
+    let node = p.cache.then(shared_node);
+    let sb = Sandbox::start_on(engine, test, &pod, &sidecar, p.job, Some(&daemon_json), node)
         .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
     let setup = started.elapsed().as_secs_f64();
 
@@ -267,6 +274,16 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
         }
     }
     let iptables = sb.in_sidecar("iptables --version; iptables -t nat -S POSTROUTING | head -n 3");
+    let root = sb.job(p.workdir, "docker info --format 'root={{.DockerRootDir}}'\n").output;
+    let cache_lines = sb.cache_lines();
+    let cache_line = cache_lines.iter().find(|l| l.contains("dind-injector cache: slot")).cloned().unwrap_or_default();
+    let took_slot = root.contains("root=/var/lib/docker-slot-") && !cache_line.is_empty();
+    if p.cache && !took_slot {
+        failures.push(format!("the cache is on but the daemon took no slot ({root:?}); the sidecar's log:\n{}", sb.logs(&sb.sidecar)));
+    }
+    if !p.cache && !root.contains("root=/var/lib/docker\n") {
+        failures.push(format!("the cache is off but the daemon's data root is not the emptyDir: {root:?}"));
+    }
     let args = sb.sidecar_spec.args.clone().unwrap_or_default();
     if args.iter().any(|a| a.contains("0.0.0.0")) {
         failures.push(format!("the sidecar's args name 0.0.0.0: {args:?}"));
@@ -302,10 +319,11 @@ fn run_pod(test: &str, p: Pod, scenarios: &[Scenario], allow_warned_failure: Opt
     }
     let job_env = engine.docker(&["exec", &sb.job, "sh", "-c", "env | grep ^DOCKER_ | sort"]).unwrap_or_else(|e| e);
     eprintln!(
-        "{test}: pod up in {setup:.1}s (dockerd ready {:.1}s after the sidecar started), total {:.1}s\n  sidecar args: {:?}\n  job env: {}\n  nested iptables: {}\n  warnings: {warnings:?}\n{}",
+        "{test}: pod up in {setup:.1}s (dockerd ready {:.1}s after the sidecar started), total {:.1}s\n  sidecar args: {:?}\n  {}\n  job env: {}\n  nested iptables: {}\n  warnings: {warnings:?}\n{}",
         sb.ready_after,
         started.elapsed().as_secs_f64(),
         args,
+        if p.cache { cache_line.trim() } else { "cache off" },
         job_env.split_whitespace().collect::<Vec<_>>().join(" "),
         iptables.lines().next().unwrap_or(""),
         report.join("\n")
@@ -333,7 +351,13 @@ fn runner_pod(fixture: &'static str, annotations: &'static [(&'static str, &'sta
         "harness" => ("step-2", "/harness"),
         _ => ("build", "/builds/acme/webapp"),
     };
-    Pod { fixture, job, workdir, annotations, job_env: &[], run_as: None }
+    Pod { fixture, job, workdir, annotations, job_env: &[], run_as: None, cache: false }
+}
+
+/// The node directory the cached pods of this run share.
+fn shared_node() -> &'static std::path::Path {
+    static NODE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| tempfile::Builder::new().prefix("dij-node-").tempdir().unwrap_or_else(|e| panic!("node directory: {e}"))).path()
 }
 
 fn gitlab(annotations: &'static [(&'static str, &'static str)]) -> Pod {
@@ -393,6 +417,37 @@ fn buildkite_tcp_tls_container_mode() {
 fn harness_unix_native() {
     let p = runner_pod("harness", &[("dind-injector.io/transport", "unix")]);
     run_pod("harness-unix-native", p, ALL, None);
+}
+
+/// The same jobs with the warm cache on: every scenario passes on a slot (the first cached pod of
+/// the run takes a cold one, the later ones a warm one).
+#[test]
+fn gitlab_unix_native_cached() {
+    let p = Pod { cache: true, ..gitlab(&[("dind-injector.io/transport", "unix"), ("dind-injector.io/sidecar-mode", "native")]) };
+    run_pod("gitlab-unix-native-cached", p, ALL, None);
+}
+
+#[test]
+fn gitlab_tcp_tls_native_cached() {
+    let mut s = ALL.to_vec();
+    s.push(TlsRefusesStrangers);
+    let p = Pod { cache: true, ..gitlab(&[("dind-injector.io/transport", "tcp-tls"), ("dind-injector.io/sidecar-mode", "native")]) };
+    run_pod("gitlab-tcp-tls-native-cached", p, &s, None);
+}
+
+#[test]
+fn buildkite_tcp_tls_container_mode_cached() {
+    let p = Pod {
+        cache: true,
+        ..runner_pod("buildkite", &[("dind-injector.io/transport", "tcp-tls"), ("dind-injector.io/sidecar-mode", "container")])
+    };
+    run_pod("buildkite-tcp-tls-container-cached", p, &[Info, Build, BindWorkspace, TlsRefusesStrangers], None);
+}
+
+#[test]
+fn harness_unix_native_cached() {
+    let p = Pod { cache: true, ..runner_pod("harness", &[("dind-injector.io/transport", "unix")]) };
+    run_pod("harness-unix-native-cached", p, ALL, None);
 }
 
 /// The most common `.gitlab-ci.yml` in the wild: `DOCKER_HOST: tcp://docker:2375`, TLS off.

@@ -323,3 +323,116 @@ fn a_status_without_mirrored_mounts_still_parses() {
     assert!(status.mirrored.is_empty());
     assert!(!status.to_annotation().contains("mirrored"), "an empty list is not written");
 }
+
+/// The fixture injected with the node cache on (`scope: project`), as the apiserver stores it.
+fn injected_with_cache(fixture: &str) -> Value {
+    let pod = review_pod(fixture);
+    let mut config = Config::default();
+    config.cache.mode = dind_injector::config::CacheMode::Node;
+    config.cache.scope = dind_injector::config::CacheScope::Project;
+    let d = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in("ci"), &config, &ClusterInfo::default());
+    match d.outcome {
+        Outcome::Inject(i) => {
+            assert!(i.status.cache.is_some(), "{fixture}: no cache recorded");
+            support::apiserver::after_mutation(&apply(&pod, &i.patch)).pod
+        }
+        Outcome::Skip(r) => panic!("{fixture}: {}", r.message()),
+    }
+}
+
+fn cache_volume_mut(pod: &mut Value) -> &mut Value {
+    let name = inject::InjectionStatus::parse(pod["metadata"]["annotations"]["dind-injector.io/status"].as_str().unwrap_or_default())
+        .and_then(|s| s.cache)
+        .map(|c| c.volume)
+        .unwrap_or_else(|| panic!("no cache in the status"));
+    let list = pod["spec"]["volumes"].as_array_mut().unwrap_or_else(|| panic!("no volumes"));
+    list.iter_mut().find(|v| v["name"] == name.as_str()).unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+#[test]
+fn the_cache_exemption_covers_exactly_the_injected_hostpath() {
+    for fixture in INJECTED_FIXTURES {
+        let pod = injected_with_cache(fixture);
+        assert_eq!(cache_volume_mut(&mut pod.clone())["hostPath"]["type"], "DirectoryOrCreate", "{fixture}: stored as given");
+        assert_eq!(denial(&pod), (true, String::new()), "{fixture}: the injected cache is exempt");
+    }
+    let base = injected_with_cache("gitlab");
+    assert_eq!(cache_volume_mut(&mut base.clone())["hostPath"]["path"], "/var/lib/dind-injector/cache/ci/gitlab-42");
+
+    let mut root = base.clone();
+    cache_volume_mut(&mut root)["hostPath"]["path"] = json!("/");
+    let (allowed, message) = denial(&root);
+    assert!(!allowed && message.contains("not this namespace's cache directory"), "{message}");
+    assert!(message.contains("(hostPathVolumes)"), "the volume is no longer exempt: {message}");
+
+    // Another namespace's cache, with a status forged to match.
+    let mut other = base.clone();
+    cache_volume_mut(&mut other)["hostPath"]["path"] = json!("/var/lib/dind-injector/cache/prod/namespace");
+    let other = forge(other, |s| {
+        if let Some(c) = s.cache.as_mut() {
+            c.host_path = "/var/lib/dind-injector/cache/prod/namespace".into();
+            c.scope = "prod/namespace".into();
+        }
+    });
+    let (allowed, message) = denial(&other);
+    assert!(!allowed && message.contains("not this namespace's cache directory"), "{message}");
+
+    // A path escaping the cache directory, forged consistently.
+    let mut escape = base.clone();
+    cache_volume_mut(&mut escape)["hostPath"]["path"] = json!("/var/lib/dind-injector/cache/ci/../../../../etc");
+    let escape = forge(escape, |s| {
+        if let Some(c) = s.cache.as_mut() {
+            c.host_path = "/var/lib/dind-injector/cache/ci/../../../../etc".into();
+            c.scope = "ci/../../../../etc".into();
+        }
+    });
+    assert!(!denial(&escape).0, "a scope with .. is refused");
+
+    let mut typeless = base.clone();
+    cache_volume_mut(&mut typeless)["hostPath"].as_object_mut().map(|h| h.remove("type"));
+    let (allowed, message) = denial(&typeless);
+    assert!(!allowed && message.contains("not DirectoryOrCreate"), "{message}");
+
+    // The job container mounting the cache: it may not, the sidecar stays exempt.
+    let mut job_mounts = base.clone();
+    let volume = cache_volume_mut(&mut job_mounts)["name"].clone();
+    if let Some(v) = job_mounts["spec"]["containers"][0]["volumeMounts"].as_array_mut() {
+        v.push(json!({"name": volume, "mountPath": "/cache"}))
+    }
+    let (allowed, message) = denial(&job_mounts);
+    assert!(!allowed && message.contains("only the dind sidecar may mount dind-injector's node cache"), "{message}");
+    assert!(message.contains("\"build\""), "names the container: {message}");
+
+    // The sidecar's cache mount moved: the fingerprint no longer matches.
+    let mut moved = base.clone();
+    for m in sidecar_mut(&mut moved)["volumeMounts"].as_array_mut().into_iter().flatten() {
+        if m["name"] == volume {
+            m["mountPath"] = json!("/var/lib/docker-elsewhere");
+        }
+    }
+    let (allowed, message) = denial(&moved);
+    assert!(!allowed && message.contains("changed after injection"), "{message}");
+    let (allowed, message) = denial(&forge(moved, |_| {}));
+    assert!(!allowed && message.contains("other than at /var/lib/dind-injector-cache"), "{message}");
+
+    // Any other hostPath is still denied with the cache on.
+    let mut extra = base.clone();
+    if let Some(v) = extra["spec"]["volumes"].as_array_mut() {
+        v.push(json!({"name": "node", "hostPath": {"path": "/var/lib/dind-injector/cache/ci/gitlab-42"}}))
+    }
+    let (allowed, message) = denial(&extra);
+    assert!(!allowed && message.contains("spec.volumes[") && message.contains("(hostPathVolumes)"), "{message}");
+
+    // The administrator moved the cache: running pods' recorded directory is no longer it.
+    let mut config = Config::default();
+    config.cache.host_path = "/mnt/cache".into();
+    let namespaces = StaticNamespaces::new(NamespaceView::opted_in("ci").labels, Default::default());
+    let cluster = ClusterInfo::default();
+    let out = webhook::validate(
+        &review_of(&base, "CREATE", None, None),
+        ReviewContext { config: &config, namespaces: &namespaces, cluster: &cluster },
+    );
+    let v: Value = serde_json::from_slice(&out.body).unwrap_or_default();
+    assert_eq!(v["response"]["allowed"], false);
+    assert!(v["response"]["status"]["message"].as_str().unwrap_or_default().contains("under cache.hostPath (/mnt/cache/ci/...)"), "{v}");
+}

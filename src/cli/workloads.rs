@@ -72,6 +72,23 @@ impl InjectReport {
                     i.settings.storage,
                     i.settings.mtu
                 );
+                match &st.cache {
+                    Some(c) => {
+                        let _ = writeln!(
+                            s,
+                            "  cache:      node, scope {} (hostPath {}), {} slot{}, a slot over {} emptied before use; cold when all are busy",
+                            c.scope,
+                            c.host_path,
+                            c.slots,
+                            if c.slots == 1 { "" } else { "s" },
+                            config.cache.max_slot_size
+                        );
+                    }
+                    None => {
+                        let why = if config.cache.mode == crate::config::CacheMode::Off { "cache.mode off" } else { "opted out" };
+                        let _ = writeln!(s, "  cache:      none ({why}): the daemon starts empty");
+                    }
+                }
                 let _ = writeln!(s, "  dockerd:    {}", i.sidecar.args.as_deref().unwrap_or_default().join(" "));
                 let _ = writeln!(s, "  patch:");
                 for op in i.patch.to_json_patch().map(|p| p.0).unwrap_or_default() {

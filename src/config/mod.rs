@@ -2,9 +2,11 @@
 //! unknown key is an error that names its path.
 //!
 //! One file per section: [`sidecar`](SidecarConfig), [`daemon`](DaemonConfig),
-//! [`overrides`](OverrideLimits), [`policy`](PolicyConfig) and [`server`](ServerConfig); this
+//! [`overrides`](OverrideLimits), [`cache`](CacheConfig), [`policy`](PolicyConfig) and
+//! [`server`](ServerConfig); this
 //! module reads the file, holds the types the sections share and collects every problem.
 
+mod cache;
 mod daemon;
 mod overrides;
 mod policy;
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::image::ImagePattern;
 use crate::quantity::Quantity;
 
+pub use cache::{CacheConfig, CacheMode, CacheScope, MAX_SLOTS_PER_SCOPE};
 pub use daemon::{DAEMON_JSON_KNOWN, DAEMON_JSON_REMOVED, DAEMON_JSON_RESERVED, DaemonConfig};
 pub use overrides::OverrideLimits;
 pub use policy::{Level, PolicyConfig, PolicyMode};
@@ -36,6 +39,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// What pod and namespace annotations may change, and how far.
     pub overrides: OverrideLimits,
+    /// A warm Docker cache across jobs (node-local slots, off by default).
+    pub cache: CacheConfig,
     /// The validating webhook: how strictly every other container is held to Pod Security.
     pub policy: PolicyConfig,
     /// Limits and timings of the HTTPS server.
@@ -182,6 +187,7 @@ impl Config {
         self.sidecar.check(&mut bad);
         self.daemon.check(&mut bad);
         self.overrides.check(&mut bad);
+        self.cache.check(&mut bad);
         self.server.check(&mut bad);
         out
     }

@@ -331,8 +331,9 @@ mod tests {
             daemon_config: "d".into(),
             no_token: "t".into(),
             shared: Some("certs".into()),
+            cache: None,
         };
-        let plan = sidecar::build(&settings(Transport::TcpTls), &c, &names, 0);
+        let plan = sidecar::build(&settings(Transport::TcpTls), &c, &names, 0, None);
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, bool);
         let table: [Case; 5] = [
             (&[], "/certs/client", false),

@@ -2,11 +2,13 @@
 //! reason not to inject. Pure: no IO, no clock, no randomness. The webhook and the CLI share it.
 
 mod access;
+pub mod cache;
 pub mod compat;
 mod daemon;
 mod patch;
 pub mod runner;
 pub mod settings;
+mod shell;
 pub mod sidecar;
 pub mod workspace;
 
@@ -19,7 +21,7 @@ use crate::config::{Config, SidecarMode, Transport};
 use crate::names::unique_name;
 use crate::namespace::NamespaceView;
 
-pub use crate::status::{InjectionStatus, STATUS_VERSION, sidecar_fingerprint, template_hash};
+pub use crate::status::{CacheRecord, InjectionStatus, STATUS_VERSION, sidecar_fingerprint, template_hash};
 pub use daemon::{daemon_json, daemon_json_text};
 pub use patch::{Patch, PatchBuilder};
 pub use runner::Runner;
@@ -222,7 +224,8 @@ fn decide(
     let workspace_setting = workspace::resolve(pod_annotations, &namespace.annotations, config, warnings);
     let candidates = compat::candidate_targets(spec, runner, &settings);
     let listeners = compat::plan_listeners(&mut settings, spec, &candidates, pod_annotations, &namespace.annotations, config, warnings);
-    let names = pick_names(spec, config, settings.transport);
+    let cache = cache::resolve(pod, runner, &namespace.name, &namespace.labels, &namespace.annotations, config, warnings);
+    let names = pick_names(spec, config, settings.transport, cache.is_some());
     let socket_group = spec
         .security_context
         .as_ref()
@@ -230,7 +233,7 @@ fn decide(
         .and_then(|g| u32::try_from(g).ok())
         .or(config.sidecar.socket_group)
         .unwrap_or_else(|| access::socket_group(spec, &candidates, settings.transport, config, warnings));
-    let mut plan = sidecar::build(&settings, config, &names, socket_group);
+    let mut plan = sidecar::build(&settings, config, &names, socket_group, cache.as_ref());
     listeners.add_to(&mut plan.container);
 
     let targets = pick_targets(spec, runner, &settings, &plan, warnings);
@@ -274,6 +277,12 @@ fn decide(
         targets: target_names,
         template,
         mirrored,
+        cache: cache.as_ref().zip(names.cache.as_ref()).map(|(c, volume)| CacheRecord {
+            volume: volume.clone(),
+            host_path: c.host_path.clone(),
+            scope: c.scope.clone(),
+            slots: c.slots,
+        }),
     };
     let has_annotations = pod_annotations.is_some();
     patch.insert(&["metadata", "annotations"], has_annotations, annotations::STATUS, &status.to_annotation());
@@ -310,7 +319,7 @@ fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
     spec.init_containers.iter().flatten().chain(spec.containers.iter())
 }
 
-fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> InjectedNames {
+fn pick_names(spec: &PodSpec, config: &Config, transport: Transport, cache: bool) -> InjectedNames {
     let mut taken_containers: HashSet<&str> = all_containers(spec).map(|c| c.name.as_str()).collect();
     taken_containers.extend(spec.ephemeral_containers.iter().flatten().map(|c| c.name.as_str()));
     let container = unique_name(&config.sidecar.container_name, |n| taken_containers.contains(n));
@@ -331,7 +340,8 @@ fn pick_names(spec: &PodSpec, config: &Config, transport: Transport) -> Injected
         Transport::TcpTls => Some(volume("certs")),
         Transport::Tcp => None,
     };
-    InjectedNames { container, storage, daemon_config, no_token, shared }
+    let cache = cache.then(|| volume("cache"));
+    InjectedNames { container, storage, daemon_config, no_token, shared, cache }
 }
 
 /// Indices into `spec.containers` of the containers that get `DOCKER_HOST`.

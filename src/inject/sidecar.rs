@@ -3,15 +3,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Lifecycle, LifecycleHandler, Probe, ResourceRequirements,
-    SecurityContext, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction, HostPathVolumeSource, Lifecycle, LifecycleHandler, Probe,
+    ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
 use crate::config::{Config, Mtu, SidecarMode, Transport};
 use crate::image::ImageRef;
 
+use super::cache::{CACHE_MOUNT, CachePlan};
 use super::settings::Settings;
+use super::shell::shell_quote;
 
 /// The plain-TCP port, bound to 127.0.0.1 only.
 pub const TCP_PORT: u16 = 2375;
@@ -40,6 +42,8 @@ pub struct InjectedNames {
     pub no_token: String,
     /// The socket directory (`unix`) or certificate directory (`tcp-tls`); none for `tcp`.
     pub shared: Option<String>,
+    /// The node's cache directory of the pod's scope (a hostPath), when the cache is on.
+    pub cache: Option<String>,
 }
 
 /// What one injection adds.
@@ -79,8 +83,9 @@ pub fn points_at_injected_daemon(value: &str, transport: Transport, config: &Con
     ["127.0.0.1", "localhost", "docker"].iter().any(|h| value == format!("tcp://{h}:{port}"))
 }
 
-/// Builds the sidecar for `settings` with `names`; `socket_group` owns the Unix socket.
-pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket_group: u32) -> SidecarPlan {
+/// Builds the sidecar for `settings` with `names`; `socket_group` owns the Unix socket; `cache`
+/// is the node cache the daemon may take a slot of.
+pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket_group: u32, cache: Option<&CachePlan>) -> SidecarPlan {
     let sc = &config.sidecar;
     let transport = settings.transport;
     let docker_major = ImageRef::parse(&settings.image).ok().and_then(|r| r.docker_major());
@@ -141,6 +146,14 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
             ..Volume::default()
         },
     ];
+    if let (Some(plan), Some(volume)) = (cache, &names.cache) {
+        mounts.push(mount(volume, CACHE_MOUNT, false));
+        volumes.push(Volume {
+            name: volume.clone(),
+            host_path: Some(HostPathVolumeSource { path: plan.host_path.clone(), type_: Some("DirectoryOrCreate".to_owned()) }),
+            ..Volume::default()
+        });
+    }
     let mut job_env = vec![env("DOCKER_HOST", &docker_host(transport, config))];
     let mut job_mounts = Vec::new();
     if let Some(shared) = &names.shared {
@@ -198,7 +211,7 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         command: Some(vec![
             "/bin/sh".to_owned(),
             "-ec".to_owned(),
-            startup_script(transport, settings.mtu, &sc.cert_dir, network_opt),
+            startup_script(transport, settings.mtu, &sc.cert_dir, network_opt, cache),
             "dind-injector".to_owned(),
         ]),
         args: Some(args),
@@ -255,8 +268,11 @@ fn hold_until_ready(probe: &[String], timeout_secs: i32) -> Lifecycle {
 /// The sidecar's shell wrapper. The dockerd arguments stay in `args` where anyone can read them;
 /// the script only prepares TLS certificates and the MTU, then hands over to the image's
 /// entrypoint with `dockerd` first, so the entrypoint never adds its own `0.0.0.0` listener.
-pub fn startup_script(transport: Transport, mtu: Mtu, cert_dir: &str, network_opt: bool) -> String {
+pub fn startup_script(transport: Transport, mtu: Mtu, cert_dir: &str, network_opt: bool, cache: Option<&CachePlan>) -> String {
     let mut s = String::from("# dind-injector: prepare, then start dockerd with the arguments below.\n");
+    if let Some(plan) = cache {
+        s.push_str(&super::cache::slot_script(plan));
+    }
     if transport == Transport::TcpTls {
         // The image's entrypoint generates certificates only when it also adds a 0.0.0.0
         // listener, so they are made here: ECDSA P-256, valid for 127.0.0.1, docker and localhost.
@@ -296,14 +312,6 @@ fi
     s
 }
 
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,".contains(&b)) {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() }
 }
@@ -330,18 +338,11 @@ mod tests {
     fn script_never_starts_dockerd_without_explicit_arguments() {
         for t in [Transport::Unix, Transport::Tcp, Transport::TcpTls] {
             for mtu in [Mtu::Auto, Mtu::Fixed(1400)] {
-                let s = startup_script(t, mtu, "/certs", true);
+                let s = startup_script(t, mtu, "/certs", true, None);
                 assert!(s.ends_with("exec dockerd-entrypoint.sh \"$@\"\n"), "{s}");
                 assert!(!s.contains("0.0.0.0"));
             }
         }
-        assert!(!startup_script(Transport::Unix, Mtu::Auto, "/certs", false).contains("default-network-opt"));
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("--host=unix:///x"), "--host=unix:///x");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert!(!startup_script(Transport::Unix, Mtu::Auto, "/certs", false, None).contains("default-network-opt"));
     }
 }

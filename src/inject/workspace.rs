@@ -619,6 +619,7 @@ mod tests {
             targets: vec!["build".into()],
             template: String::new(),
             mirrored: vec![MirroredMount { volume: "repo".into(), path: "/builds".into(), sub_path: None, sub_path_expr: None }],
+            cache: None,
         };
         assert_eq!(mirror_problem(&s, &status), None);
         assert!(is_recorded(&status, &vm("repo", "/builds")));

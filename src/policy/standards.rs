@@ -238,6 +238,8 @@ struct Checker<'a> {
     out: Vec<Violation>,
     spec: &'a PodSpec,
     pod_sc: Option<&'a PodSecurityContext>,
+    /// The exempt sidecar's node cache volume: not a hostPath volume of the pod's to report.
+    exempt_volume: Option<&'a str>,
 }
 
 impl Checker<'_> {
@@ -259,17 +261,34 @@ impl Checker<'_> {
 /// Every violation of `level` in `pod`; the container named `exempt` is not checked (pod-level
 /// fields still are).
 pub fn check_pod_security(pod: &Pod, level: Level, exempt: Option<&str>) -> Vec<Violation> {
+    check_pod_security_except(pod, level, exempt, None)
+}
+
+/// [`check_pod_security`], with the volume named `exempt_volume` (the exempt sidecar's node cache)
+/// not counted as a hostPath volume of the pod; any other container mounting it is a violation.
+pub fn check_pod_security_except(pod: &Pod, level: Level, exempt: Option<&str>, exempt_volume: Option<&str>) -> Vec<Violation> {
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
     };
     let all = containers(spec);
     let checked: Vec<&ContainerView<'_>> = all.iter().filter(|c| Some(c.name) != exempt).collect();
-    let mut k = Checker { out: Vec::new(), spec, pod_sc: spec.security_context.as_ref() };
+    let mut k = Checker { out: Vec::new(), spec, pod_sc: spec.security_context.as_ref(), exempt_volume };
     baseline(&mut k, pod, &checked, level);
     if level == Level::Restricted {
         restricted(&mut k, &checked);
         // As in Pod Security Admission, a restricted check replaces its baseline counterpart.
         k.out.retain(|v| !matches!(v.control, Control::CapabilitiesBaseline | Control::HostPathVolumes | Control::SeccompBaseline));
+    }
+    if let Some(volume) = exempt_volume {
+        for c in checked.iter().filter(|c| c.mounts.iter().any(|m| m.name == volume)) {
+            k.container(
+                if level == Level::Restricted { Control::RestrictedVolumes } else { Control::HostPathVolumes },
+                c,
+                "volumeMounts",
+                volume,
+                "only the dind sidecar may mount dind-injector's node cache (a hostPath); remove this mount",
+            );
+        }
     }
     k.out
 }
@@ -379,6 +398,9 @@ fn baseline(k: &mut Checker<'_>, pod: &Pod, checked: &[&ContainerView<'_>], leve
     // hostPath volumes, and Docker sockets among them.
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let Some(hp) = &v.host_path else { continue };
+        if Some(v.name.as_str()) == k.exempt_volume {
+            continue;
+        }
         let field = format!("spec.volumes[{i}].hostPath.path");
         k.pod(
             Control::HostPathVolumes,
@@ -473,7 +495,8 @@ fn selinux(k: &mut Checker<'_>, c: Option<&ContainerView<'_>>, se: &k8s_openapi:
 fn restricted(k: &mut Checker<'_>, checked: &[&ContainerView<'_>]) {
     let spec = k.spec;
     let windows = spec.os.as_ref().is_some_and(|os| os.name == "windows");
-    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+    let exempt_volume = k.exempt_volume;
+    for (i, v) in spec.volumes.iter().flatten().enumerate().filter(|(_, v)| Some(v.name.as_str()) != exempt_volume) {
         for source in crate::pod::volume_sources(v).filter(|s| !RESTRICTED_VOLUME_SOURCES.contains(s)) {
             k.pod(
                 Control::RestrictedVolumes,

@@ -8,10 +8,10 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::annotations;
 use crate::config::{Config, PolicyMode};
-use crate::inject::{self, ClusterInfo, InjectionStatus, Outcome, sidecar_fingerprint};
+use crate::inject::{self, CacheRecord, ClusterInfo, InjectionStatus, Outcome, sidecar_fingerprint};
 use crate::namespace::NamespaceView;
 
-use super::standards::{Level, Violation, check_pod_security};
+use super::standards::{Level, Violation, check_pod_security_except};
 
 /// What the validating webhook decided about one pod.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct Verdict {
     pub warnings: Vec<String>,
     /// The name of the exempt sidecar, when there is one.
     pub exempt: Option<String>,
+    /// The exempt sidecar's node cache volume (a hostPath only it mounts), when it has one.
+    pub exempt_volume: Option<String>,
 }
 
 /// A finding of the validating webhook beyond the Pod Security controls.
@@ -134,7 +136,7 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
     let (mode, level, mut warnings) = effective_policy(namespace, config);
     let labels = pod.metadata.labels.as_ref();
     warnings.extend(annotations::request_problems(pod.metadata.annotations.as_ref(), labels));
-    let mut verdict = Verdict { mode, level, violations: Vec::new(), findings: Vec::new(), warnings, exempt: None };
+    let mut verdict = Verdict { mode, level, violations: Vec::new(), findings: Vec::new(), warnings, exempt: None, exempt_volume: None };
     if mode == PolicyMode::Off {
         return verdict;
     }
@@ -143,8 +145,11 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
     let annotations = pod.metadata.annotations.as_ref();
     let status = annotations.and_then(|a| a.get(annotations::STATUS)).map(|s| InjectionStatus::parse(s).ok_or(s));
     match &status {
-        Some(Ok(status)) => match sidecar_problem(spec, status, config) {
-            None => verdict.exempt = Some(status.container.clone()),
+        Some(Ok(status)) => match sidecar_problem(spec, status, &namespace.name, config) {
+            None => {
+                verdict.exempt = Some(status.container.clone());
+                verdict.exempt_volume = status.cache.as_ref().map(|c| c.volume.clone());
+            }
             Some(problem) => verdict.findings.push(Finding {
                 label: "sidecar-tampered",
                 message: format!(
@@ -178,12 +183,12 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
             ),
         });
     }
-    verdict.violations = check_pod_security(pod, level, verdict.exempt.as_deref());
+    verdict.violations = check_pod_security_except(pod, level, verdict.exempt.as_deref(), verdict.exempt_volume.as_deref());
     verdict
 }
 
 /// Why the container the status names is not exactly the injected sidecar, if it is not.
-fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) -> Option<String> {
+fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, namespace: &str, config: &Config) -> Option<String> {
     let (container, native): (&Container, bool) = match spec.init_containers.iter().flatten().find(|c| c.name == status.container) {
         Some(c) => (c, true),
         None => match spec.containers.iter().find(|c| c.name == status.container) {
@@ -201,7 +206,15 @@ fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) ->
     if sidecar_fingerprint(container) != status.template {
         return Some("its command, arguments, environment, security context or mounts were changed after injection".into());
     }
+    let cache_volume = status.cache.as_ref().map(|c| c.volume.as_str());
     for m in container.volume_mounts.iter().flatten() {
+        if Some(m.name.as_str()) == cache_volume {
+            if m.mount_path != inject::cache::CACHE_MOUNT || m.read_only == Some(true) || m.sub_path.is_some() || m.sub_path_expr.is_some()
+            {
+                return Some(format!("it mounts its node cache volume {:?} other than at {}", m.name, inject::cache::CACHE_MOUNT));
+            }
+            continue;
+        }
         if !status.volumes.contains(&m.name) && !inject::workspace::is_recorded(status, m) {
             return Some(format!("it mounts volume {:?}, which dind-injector did not add", m.name));
         }
@@ -218,8 +231,43 @@ fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) ->
     if let Some(problem) = inject::workspace::mirror_problem(spec, status) {
         return Some(problem);
     }
+    if let Some(cache) = &status.cache
+        && let Some(problem) = cache_problem(spec, cache, namespace, config)
+    {
+        return Some(problem);
+    }
     if container.ports.iter().flatten().any(|p| p.host_port.is_some_and(|h| h != 0)) {
         return Some("it opens a host port".into());
+    }
+    None
+}
+
+/// Why the recorded node cache is not the one dind-injector gives a pod of `namespace`: exactly
+/// one hostPath volume `DirectoryOrCreate` at `cache.hostPath/<namespace>/<scope>`, a scope
+/// directory name the injector writes, mounted by the sidecar alone (other containers mounting
+/// it are Pod Security violations of their own).
+fn cache_problem(spec: &PodSpec, cache: &CacheRecord, namespace: &str, config: &Config) -> Option<String> {
+    let Some(v) = spec.volumes.iter().flatten().find(|v| v.name == cache.volume) else {
+        return Some(format!("its node cache volume {:?} is missing", cache.volume));
+    };
+    let Some(hp) = &v.host_path else {
+        return Some(format!("its node cache volume {:?} is no longer the hostPath dind-injector added", cache.volume));
+    };
+    let path_ok = hp.path == cache.host_path
+        && cache.scope.split_once('/').is_some_and(|(ns, scope)| ns == namespace && inject::cache::is_scope_name(scope))
+        && cache.host_path == format!("{}/{}", config.cache.host_path, cache.scope);
+    if !path_ok {
+        return Some(format!(
+            "its node cache volume {:?} mounts {:?}, which is not this namespace's cache directory under cache.hostPath ({}/{namespace}/...)",
+            cache.volume, hp.path, config.cache.host_path
+        ));
+    }
+    if hp.type_.as_deref() != Some("DirectoryOrCreate") {
+        return Some(format!("its node cache volume {:?} has hostPath type {:?}, not DirectoryOrCreate", cache.volume, hp.type_));
+    }
+    let others = v.config_map.is_some() || v.empty_dir.is_some() || crate::pod::volume_sources(v).count() != 1;
+    if others {
+        return Some(format!("its node cache volume {:?} has another volume source besides the hostPath", cache.volume));
     }
     None
 }

@@ -8,7 +8,7 @@
 //!   `kube-api-access-*` volume into every (init) container without a mount at the token path,
 //!   unless the pod sets `automountServiceAccountToken: false`;
 //! - defaulting of what a webhook added (termination message path and policy, image pull policy,
-//!   resources, probe timings, port protocol, config map and secret modes);
+//!   resources, probe timings, port protocol, config map and secret modes, hostPath type);
 //! - empty strings and empty lists are not stored (Go's `omitempty`);
 //! - an `IfNeeded` webhook is called again only when that re-run changed the pod;
 //! - host aliases with a duplicate IP are kept, with the apiserver's warning.
@@ -90,6 +90,10 @@ fn default_volume(v: &mut Value) {
         if v[source].is_object() {
             set_default(&mut v[source], "defaultMode", json!(420));
         }
+    }
+    // `type` defaults to "" (HostPathUnset), which is then not stored.
+    if v["hostPath"].is_object() {
+        set_default(&mut v["hostPath"], "type", json!(""));
     }
 }
 

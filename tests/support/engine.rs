@@ -191,6 +191,8 @@ pub struct Sandbox {
     network: Option<String>,
     pub sidecar_spec: Container,
     pub job_spec: Container,
+    /// hostPath volumes: where each is in the test's stand-in for the node's filesystem.
+    host_paths: BTreeMap<String, PathBuf>,
     /// Seconds from the sidecar's start until its startup probe passed.
     pub ready_after: f64,
     _slot: Slot,
@@ -226,6 +228,21 @@ impl Sandbox {
         job: &str,
         daemon_json: Option<&str>,
     ) -> Result<Sandbox, String> {
+        Sandbox::start_on(engine, what, pod, sidecar, job, daemon_json, None)
+    }
+
+    /// [`Sandbox::start`] on a node whose filesystem is the directory `node`: a hostPath volume
+    /// `/a/b` is `node/a/b` (`DirectoryOrCreate`: made when missing), shared by every sandbox
+    /// started on the same node and left in place when the sandbox goes.
+    pub fn start_on(
+        engine: &'static Engine,
+        what: &str,
+        pod: &Pod,
+        sidecar: &str,
+        job: &str,
+        daemon_json: Option<&str>,
+        node: Option<&Path>,
+    ) -> Result<Sandbox, String> {
         let slot = Slot::take();
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -249,6 +266,7 @@ impl Sandbox {
             network: None,
             sidecar_spec: sidecar_spec.clone(),
             job_spec: job_spec.clone(),
+            host_paths: BTreeMap::new(),
             ready_after: 0.0,
             _slot: slot,
         };
@@ -257,6 +275,16 @@ impl Sandbox {
         let psc = spec.security_context.clone().unwrap_or_default();
         let volumes: Vec<Volume> = spec.volumes.clone().unwrap_or_default();
         for v in &volumes {
+            if let Some(hp) = &v.host_path {
+                let node = node.ok_or_else(|| format!("{what}: hostPath volume {} needs a node directory (Sandbox::start_on)", v.name))?;
+                let d = node.join(hp.path.trim_start_matches('/'));
+                if hp.type_.as_deref() != Some("DirectoryOrCreate") && !d.is_dir() {
+                    return Err(format!("{what}: hostPath {} does not exist on the node", hp.path));
+                }
+                std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+                sb.host_paths.insert(v.name.clone(), d);
+                continue;
+            }
             let d = sb.volume_dir(&v.name);
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
             if v.empty_dir.is_some() || v.ephemeral.is_some() || v.persistent_volume_claim.is_some() {
@@ -396,7 +424,7 @@ impl Sandbox {
     }
 
     pub fn volume_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join("volumes").join(name)
+        self.host_paths.get(name).cloned().unwrap_or_else(|| self.dir.path().join("volumes").join(name))
     }
 
     /// `docker run` arguments for a pod container.
@@ -529,6 +557,21 @@ impl Sandbox {
             .output()
             .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
             .unwrap_or_default()
+    }
+
+    /// Everything `container` printed (stdout and stderr).
+    pub fn all_logs(&self, container: &str) -> String {
+        self.engine
+            .cmd()
+            .args(["logs", container])
+            .output()
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+            .unwrap_or_default()
+    }
+
+    /// The sidecar's `dind-injector cache:` lines.
+    pub fn cache_lines(&self) -> Vec<String> {
+        self.all_logs(&self.sidecar).lines().filter(|l| l.contains("dind-injector cache:")).map(str::to_owned).collect()
     }
 
     /// A command in the sidecar (inspection only: the network namespace, the iptables backend).
