@@ -1,7 +1,7 @@
 # dind-injector: `make run` starts the injector locally, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: test test-deps test-helm image lint-workflows run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps fuzz fuzz-ci deploy
+.PHONY: test test-deps test-helm image lint-workflows run certs bench golden fixtures lint fmt bench-load bench-readme bench-deps bench-cache fuzz fuzz-ci deploy
 
 ## Run every test: formatting and clippy first (make lint), then unit, fixtures and golden files,
 ## properties, CLI, HTTPS server, faults under load, CI jobs in pod-shaped sandboxes on a real
@@ -63,6 +63,12 @@ bench-load: bench-deps
 ## `make bench`, and write its table into README.md (between the load-bench markers).
 bench-readme:
 	$(MAKE) bench BENCH_ARGS="--readme README.md"
+
+## The warm-cache benchmark (tests/cache.rs, ignored in make test): cold and warm jobs on the test
+## engine, a registry on the pod's loopback (scripts/test-registry.sh installs Debian's
+## docker-registry on first use). Prints the README's table.
+bench-cache: test-deps
+	$(CARGO) test --locked --test cache -- --ignored --nocapture cold_and_warm_benchmark
 
 ## Install what the load benchmark needs beyond Rust and Python (Debian's nghttp2-client: h2load; valgrind).
 bench-deps:

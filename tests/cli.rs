@@ -278,3 +278,24 @@ fn inject_output_reads_back_unchanged_with_a_yaml_1_1_parser() {
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(yaml.contains("value: \"yes\"") || yaml.contains("value: 'yes'"), "{yaml}");
 }
+
+#[test]
+fn explain_shows_the_cache_scope_and_path() {
+    let pod = fixtures_dir().join("pods/gitlab.json");
+    let out = bin().args(["explain", "-f"]).arg(&pod).output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cache:      none (cache.mode off): the daemon starts empty"), "{text}");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("cache.yaml");
+    std::fs::write(&config, "cache:\n  mode: node\n  scope: project\n  slotsPerScope: 2\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = bin().args(["explain", "--config"]).arg(&config).arg("-f").arg(&pod).output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains(
+            "cache:      node, scope gitlab-runner/gitlab-42 (hostPath /var/lib/dind-injector/cache/gitlab-runner/gitlab-42), 2 slots"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("policy:     level baseline, mode enforce, sidecar \"dind\" exempt: allowed"), "the cache is exempt:\n{text}");
+}

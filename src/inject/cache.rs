@@ -183,7 +183,7 @@ if [ -n "$slot" ]; then
   rm -rf "$d/containers" "$d/volumes" "$d/network" "$d/plugins" "$d/swarm" "$d/tmp" "$d/runtimes"
   rm -f "$d"/*.pid
   r=/var/lib/docker-slot-$slot
-  if mkdir -p "$r" && mount --bind "$d" "$r" && umount -l "$c"; then
+  if mkdir -p "$r" && mount -o bind "$d" "$r" && umount -l "$c"; then
     set -- "$@" "--data-root=$r"
     say "slot $slot of $n, scope $scope, $state ($(size "$kib"))"
   else
