@@ -40,6 +40,10 @@ pub const WORKSPACE: &str = "dind-injector.io/workspace";
 /// configuration gives it a node cache (`cache.mode: node`); nothing can turn the cache on.
 pub const CACHE: &str = "dind-injector.io/cache";
 
+/// Override (pod or namespace annotation): `privileged`, `sysbox` or `kata`, within
+/// `overrides.allowedIsolations`.
+pub const ISOLATION: &str = "dind-injector.io/isolation";
+
 /// Namespace label: the Pod Security level every other container must meet.
 pub const POD_SECURITY: &str = "dind-injector.io/pod-security";
 /// Namespace label: `enforce`, `audit` or `off` for the validating webhook.
@@ -50,7 +54,7 @@ pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 /// Every pod annotation dind-injector reads or writes.
 pub const POD_ANNOTATIONS: &[&str] =
-    &[INJECT, RUNNER, STATUS, IMAGE, TRANSPORT, CONTAINERS, CPU, MEMORY, STORAGE, MTU, SIDECAR_MODE, WORKSPACE, CACHE];
+    &[INJECT, RUNNER, STATUS, IMAGE, TRANSPORT, CONTAINERS, CPU, MEMORY, STORAGE, MTU, SIDECAR_MODE, WORKSPACE, CACHE, ISOLATION];
 
 /// Where a pod's [`INJECT`] request was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

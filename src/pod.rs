@@ -233,6 +233,8 @@ struct LeanSpec {
     #[serde(default)]
     host_users: Option<bool>,
     #[serde(default)]
+    runtime_class_name: Option<String>,
+    #[serde(default)]
     host_aliases: Option<Vec<HostAlias>>,
     #[serde(default)]
     security_context: Option<PodSecurityContext>,
@@ -314,6 +316,7 @@ impl From<LeanSpec> for PodSpec {
             host_pid: s.host_pid,
             host_ipc: s.host_ipc,
             host_users: s.host_users,
+            runtime_class_name: s.runtime_class_name,
             host_aliases: s.host_aliases,
             security_context: s.security_context,
             os: s.os,

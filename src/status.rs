@@ -10,6 +10,8 @@ use std::io;
 
 use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar, Lifecycle, Probe, SecurityContext, VolumeDevice, VolumeMount};
 use serde::{Deserialize, Serialize};
+
+use crate::config::Isolation;
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
 /// The status annotation's content (JSON).
@@ -37,9 +39,23 @@ pub struct InjectionStatus {
     /// workspace mirroring, and when nothing was mirrored).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrored: Vec<MirroredMount>,
+    /// The isolation mode (absent means `privileged`, as in records written before the modes).
+    #[serde(default = "privileged", skip_serializing_if = "is_privileged")]
+    pub isolation: Isolation,
+    /// The RuntimeClass the mode put on the pod (none for `privileged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class: Option<String>,
     /// The node cache the sidecar may take a slot of (absent when the cache is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheRecord>,
+}
+
+fn privileged() -> Isolation {
+    Isolation::Privileged
+}
+
+fn is_privileged(i: &Isolation) -> bool {
+    *i == Isolation::Privileged
 }
 
 /// The node cache given to the sidecar, as recorded in the status annotation: the validating

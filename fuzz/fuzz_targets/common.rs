@@ -30,7 +30,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn version(minor: u32) -> ClusterInfo {
-    ClusterInfo { server_version: Some(KubeVersion { major: 1, minor }) }
+    ClusterInfo { server_version: Some(KubeVersion { major: 1, minor }), ..ClusterInfo::default() }
 }
 
 /// Opted in at the default level; opted in, restricted and audited on an old cluster (the

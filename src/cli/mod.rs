@@ -88,6 +88,10 @@ pub struct NamespaceArgs {
     /// The apiserver version (`1.28`), for `sidecar-mode: auto`.
     #[arg(long, value_name = "MAJOR.MINOR")]
     pub kubernetes_version: Option<String>,
+    /// The cluster's RuntimeClasses (`sysbox-runc,kata`), to check the isolation modes against;
+    /// not checked without it.
+    #[arg(long, value_name = "NAME,…")]
+    pub runtime_classes: Option<String>,
 }
 
 impl NamespaceArgs {
@@ -105,8 +109,14 @@ impl NamespaceArgs {
 
     /// What is known about the cluster.
     pub fn cluster(&self) -> Result<ClusterInfo, String> {
+        let runtime_classes = match &self.runtime_classes {
+            None => inject::RuntimeClasses::NotChecked,
+            Some(list) => inject::RuntimeClasses::Known(std::sync::Arc::new(
+                list.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect(),
+            )),
+        };
         let Some(v) = &self.kubernetes_version else {
-            return Ok(ClusterInfo::default());
+            return Ok(ClusterInfo { runtime_classes, ..ClusterInfo::default() });
         };
         let bad = || format!("--kubernetes-version: {v:?} is not MAJOR.MINOR (like 1.30)");
         let (major, minor) = v.trim_start_matches('v').split_once('.').ok_or_else(bad)?;
@@ -116,6 +126,7 @@ impl NamespaceArgs {
                 major: major.parse().map_err(|_| bad())?,
                 minor: minor.parse().map_err(|_| bad())?,
             }),
+            runtime_classes,
         })
     }
 }

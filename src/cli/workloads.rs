@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::config::Isolation;
 use crate::inject::{self, ClusterInfo, Decision, Outcome};
 use crate::namespace::NamespaceView;
 use crate::policy::{self, Verdict};
@@ -26,6 +27,8 @@ pub struct InjectReport {
     pub verdict: Verdict,
     /// Whether the apiserver would send that pod to the validating webhook at all.
     pub validating: policy::Route,
+    /// Whether the isolation mode's RuntimeClass was checked against a list of the cluster's.
+    pub runtime_classes_checked: bool,
 }
 
 impl InjectReport {
@@ -72,6 +75,24 @@ impl InjectReport {
                     i.settings.storage,
                     i.settings.mtu
                 );
+                let class = config.isolation.runtime_class(st.isolation);
+                let needs = match st.isolation {
+                    Isolation::Privileged => "the sidecar is privileged on the node: the namespace must enforce Pod Security privileged, and the validating webhook exempts that one container".to_owned(),
+                    Isolation::Sysbox => "the sidecar is unprivileged, root only in the pod's user namespace (hostUsers: false): the pod meets Pod Security baseline as it is, with no exemption".to_owned(),
+                    Isolation::Kata => format!(
+                        "the sidecar is privileged inside the Kata VM: the namespace must enforce Pod Security privileged, and the validating webhook exempts it only while the pod keeps RuntimeClass {:?}",
+                        class.unwrap_or_default()
+                    ),
+                };
+                let _ = writeln!(s, "  isolation:  {}: {needs}", st.isolation.as_str());
+                if let Some(class) = class {
+                    let checked = if self.runtime_classes_checked {
+                        "present in the cluster"
+                    } else {
+                        "not checked here (no cluster; --runtime-classes lists the cluster's)"
+                    };
+                    let _ = writeln!(s, "  runtime class: {class} ({checked})");
+                }
                 match &st.cache {
                     Some(c) => {
                         let _ = writeln!(
@@ -247,6 +268,7 @@ fn inject_pod_value(
     };
     Ok(InjectReport {
         validating: policy::validating_route(value, &namespace),
+        runtime_classes_checked: cluster.runtime_classes != inject::RuntimeClasses::NotChecked,
         verdict,
         object,
         warnings: decision.warnings.clone(),

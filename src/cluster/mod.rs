@@ -7,6 +7,7 @@ pub mod certs;
 pub mod daemon_config;
 pub mod list_watch;
 pub mod namespaces;
+pub mod runtime_classes;
 pub mod version;
 
 /// The field manager for server-side apply, and the value of the managed-by label.

@@ -2,12 +2,13 @@
 //! unknown key is an error that names its path.
 //!
 //! One file per section: [`sidecar`](SidecarConfig), [`daemon`](DaemonConfig),
-//! [`overrides`](OverrideLimits), [`cache`](CacheConfig), [`policy`](PolicyConfig) and
-//! [`server`](ServerConfig); this
+//! [`overrides`](OverrideLimits), [`cache`](CacheConfig), [`isolation`](IsolationConfig),
+//! [`policy`](PolicyConfig) and [`server`](ServerConfig); this
 //! module reads the file, holds the types the sections share and collects every problem.
 
 mod cache;
 mod daemon;
+mod isolation;
 mod overrides;
 mod policy;
 mod server;
@@ -24,6 +25,7 @@ use crate::quantity::Quantity;
 
 pub use cache::{CacheConfig, CacheMode, CacheScope, MAX_SLOTS_PER_SCOPE};
 pub use daemon::{DAEMON_JSON_KNOWN, DAEMON_JSON_REMOVED, DAEMON_JSON_RESERVED, DaemonConfig};
+pub use isolation::{Isolation, IsolationConfig, RuntimeClassRef};
 pub use overrides::OverrideLimits;
 pub use policy::{Level, PolicyConfig, PolicyMode};
 pub use server::ServerConfig;
@@ -41,6 +43,8 @@ pub struct Config {
     pub overrides: OverrideLimits,
     /// A warm Docker cache across jobs (node-local slots, off by default).
     pub cache: CacheConfig,
+    /// The RuntimeClass of each isolation mode (`sidecar.isolation` picks the mode).
+    pub isolation: IsolationConfig,
     /// The validating webhook: how strictly every other container is held to Pod Security.
     pub policy: PolicyConfig,
     /// Limits and timings of the HTTPS server.
@@ -188,6 +192,7 @@ impl Config {
         self.daemon.check(&mut bad);
         self.overrides.check(&mut bad);
         self.cache.check(&mut bad);
+        self.isolation.check(&mut bad);
         self.server.check(&mut bad);
         out
     }

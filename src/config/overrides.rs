@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Transport, quantity_problem};
+use super::{Isolation, Transport, quantity_problem};
 
 /// What overrides may do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +18,9 @@ pub struct OverrideLimits {
     pub max_memory: String,
     /// The largest storage an annotation may ask for.
     pub max_storage: String,
+    /// Isolation modes an annotation may choose (a refused one leaves the pod without a daemon:
+    /// a requested isolation is never quietly replaced by another).
+    pub allowed_isolations: Vec<Isolation>,
 }
 
 impl Default for OverrideLimits {
@@ -28,6 +31,7 @@ impl Default for OverrideLimits {
             max_cpu: "4".into(),
             max_memory: "16Gi".into(),
             max_storage: "100Gi".into(),
+            allowed_isolations: Isolation::ALL.to_vec(),
         }
     }
 }

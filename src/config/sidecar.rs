@@ -183,6 +183,10 @@ pub struct SidecarConfig {
     /// Whether the sidecar mounts the job containers' workspace volumes at the same paths
     /// (`auto`) or not (`off`), where the `dind-injector.io/workspace` annotation does not say.
     pub workspace: WorkspaceMirroring,
+    /// How the daemon is kept from the node: `privileged` (default), `sysbox` or `kata` (the
+    /// RuntimeClass of each is in `isolation`), where the `dind-injector.io/isolation` annotation
+    /// does not choose another within `overrides.allowedIsolations`.
+    pub isolation: super::Isolation,
 }
 
 /// The default of workspace mirroring (see `sidecar.workspace`).
@@ -215,6 +219,7 @@ impl Default for SidecarConfig {
             startup_timeout: Interval::secs(120),
             daemon_config_map: "dind-injector-daemon-config".into(),
             workspace: WorkspaceMirroring::Auto,
+            isolation: super::Isolation::Privileged,
         }
     }
 }

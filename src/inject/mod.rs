@@ -5,6 +5,7 @@ mod access;
 pub mod cache;
 pub mod compat;
 mod daemon;
+pub mod isolation;
 mod patch;
 pub mod runner;
 pub mod settings;
@@ -12,12 +13,13 @@ mod shell;
 pub mod sidecar;
 pub mod workspace;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, HostAlias, Pod, PodSpec, Volume};
 
 use crate::annotations;
-use crate::config::{Config, SidecarMode, Transport};
+use crate::config::{Config, Isolation, SidecarMode, Transport};
 use crate::names::unique_name;
 use crate::namespace::NamespaceView;
 
@@ -38,10 +40,25 @@ pub struct KubeVersion {
 }
 
 /// What is known about the cluster (filled by the cluster side; empty without one).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterInfo {
     /// The apiserver's version, when known.
     pub server_version: Option<KubeVersion>,
+    /// The cluster's RuntimeClasses, for the isolation modes that need one.
+    pub runtime_classes: RuntimeClasses,
+}
+
+/// What is known of the cluster's RuntimeClasses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RuntimeClasses {
+    /// Not looked up (no cluster: the offline CLI, a server without one): assumed present.
+    #[default]
+    NotChecked,
+    /// In a cluster, not listed yet (or the list keeps failing): a mode that needs a class is
+    /// not injected, as its class cannot be confirmed.
+    Syncing,
+    /// The names listed.
+    Known(Arc<BTreeSet<String>>),
 }
 
 /// The result of [`plan_injection`].
@@ -110,6 +127,39 @@ pub enum SkipReason {
     },
     /// No container would get `DOCKER_HOST`.
     NoJobContainers,
+    /// An annotation asked for an isolation mode the administrator does not allow.
+    IsolationNotAllowed {
+        /// The mode asked for.
+        isolation: &'static str,
+        /// The modes allowed.
+        allowed: String,
+    },
+    /// The pod cannot run with its isolation mode.
+    IsolationUnsuited {
+        /// The mode.
+        isolation: &'static str,
+        /// Why not.
+        why: String,
+    },
+    /// The cluster has no RuntimeClass of this name (the apiserver would refuse the pod).
+    RuntimeClassMissing {
+        /// The mode.
+        isolation: &'static str,
+        /// The RuntimeClass.
+        class: String,
+    },
+    /// The cluster's RuntimeClasses could not be listed yet, so the class cannot be confirmed.
+    RuntimeClassesUnknown {
+        /// The mode.
+        isolation: &'static str,
+        /// The RuntimeClass.
+        class: String,
+    },
+    /// The namespace enforces `restricted`, which no Docker daemon meets.
+    PodSecurityRestricted {
+        /// The namespace.
+        namespace: String,
+    },
 }
 
 impl SkipReason {
@@ -126,6 +176,11 @@ impl SkipReason {
             SkipReason::HostNetwork => "host-network",
             SkipReason::OwnDaemon { .. } => "own-dind",
             SkipReason::NoJobContainers => "no-job-containers",
+            SkipReason::IsolationNotAllowed { .. } => "isolation-not-allowed",
+            SkipReason::IsolationUnsuited { .. } => "isolation-unsuited",
+            SkipReason::RuntimeClassMissing { .. } => "runtime-class-missing",
+            SkipReason::RuntimeClassesUnknown { .. } => "runtime-classes-unknown",
+            SkipReason::PodSecurityRestricted { .. } => "pod-security-restricted",
         }
     }
 
@@ -149,9 +204,28 @@ impl SkipReason {
                 annotations::INJECTION_ENABLED
             ),
             SkipReason::PodSecurityForbidsPrivileged { namespace, level } => format!(
-                "namespace {namespace:?} enforces Pod Security level {level:?}, which forbids the privileged dind sidecar; label it {}=privileged (dind-injector's validating webhook then holds every other container to {} or stricter)",
+                "namespace {namespace:?} enforces Pod Security level {level:?}, which forbids the privileged dind sidecar; label it {}=privileged (dind-injector's validating webhook then holds every other container to {} or stricter), or where Sysbox is installed use {}: sysbox, which needs no privileged container",
                 crate::namespace::PSA_ENFORCE_LABEL,
-                "baseline"
+                "baseline",
+                annotations::ISOLATION
+            ),
+            SkipReason::PodSecurityRestricted { namespace } => format!(
+                "namespace {namespace:?} enforces Pod Security level \"restricted\", which no Docker daemon meets (dockerd runs as root with capabilities, even under Sysbox); run the job in a namespace at baseline with {}: sysbox, or at privileged",
+                annotations::ISOLATION
+            ),
+            SkipReason::IsolationNotAllowed { isolation, allowed } => format!(
+                "{}: {isolation} was asked for, but the administrator allows only {allowed} (overrides.allowedIsolations); a requested isolation is never replaced by another. Ask for an allowed one, or remove the annotation",
+                annotations::ISOLATION
+            ),
+            SkipReason::IsolationUnsuited { isolation, why } => {
+                format!("the pod cannot run with {isolation} isolation: {why}; change the pod, or choose another mode with {}", annotations::ISOLATION)
+            }
+            SkipReason::RuntimeClassMissing { isolation, class } => format!(
+                "{isolation} isolation needs RuntimeClass {class:?}, which this cluster does not have (the apiserver would refuse the pod); install {isolation} and its RuntimeClass, set isolation.{isolation}.runtimeClassName to the class it created, or choose another mode with {}",
+                annotations::ISOLATION
+            ),
+            SkipReason::RuntimeClassesUnknown { isolation, class } => format!(
+                "{isolation} isolation needs RuntimeClass {class:?}, and the injector has not been able to list the cluster's RuntimeClasses yet (check that its ClusterRole grants list and watch on runtimeclasses.node.k8s.io, and its log); retry the job"
             ),
             SkipReason::NoSpec => "the pod has no spec".into(),
             SkipReason::HostNetwork => "the pod uses hostNetwork: a daemon there would create bridges and iptables rules on the node and be reachable from it; run the job without hostNetwork".into(),
@@ -208,8 +282,14 @@ fn decide(
     if !namespace.is_opted_in() {
         return Err(SkipReason::NamespaceNotOptedIn(namespace.name.clone()));
     }
-    if let Some(level @ ("baseline" | "restricted")) = namespace.pod_security_enforce() {
-        return Err(SkipReason::PodSecurityForbidsPrivileged { namespace: namespace.name.clone(), level: level.to_owned() });
+    let (mut settings, mut setting_warnings) = settings::resolve(pod_annotations, &namespace.annotations, config, cluster);
+    let isolation = settings.isolation;
+    match namespace.pod_security_enforce() {
+        Some("restricted") => return Err(SkipReason::PodSecurityRestricted { namespace: namespace.name.clone() }),
+        Some(level @ "baseline") if isolation.privileged_sidecar() => {
+            return Err(SkipReason::PodSecurityForbidsPrivileged { namespace: namespace.name.clone(), level: level.to_owned() });
+        }
+        _ => {}
     }
     let spec = pod.spec.as_ref().ok_or(SkipReason::NoSpec)?;
     if spec.host_network == Some(true) {
@@ -218,13 +298,38 @@ fn decide(
     if let Some(c) = all_containers(spec).find(|c| runner::runs_docker_daemon(c)) {
         return Err(SkipReason::OwnDaemon { container: c.name.clone() });
     }
-
-    let (mut settings, mut setting_warnings) = settings::resolve(pod_annotations, &namespace.annotations, config, cluster);
+    if let Some(asked) = settings.refused_isolation {
+        let allowed = config.overrides.allowed_isolations.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(SkipReason::IsolationNotAllowed { isolation: asked.as_str(), allowed });
+    }
+    if let Some(why) = isolation::unsuited(spec, isolation, config.isolation.runtime_class(isolation).unwrap_or_default()) {
+        return Err(SkipReason::IsolationUnsuited { isolation: isolation.as_str(), why });
+    }
+    if let Some(reason) = isolation::class_problem(isolation, config, cluster) {
+        return Err(reason);
+    }
     warnings.append(&mut setting_warnings);
     let workspace_setting = workspace::resolve(pod_annotations, &namespace.annotations, config, warnings);
     let candidates = compat::candidate_targets(spec, runner, &settings);
     let listeners = compat::plan_listeners(&mut settings, spec, &candidates, pod_annotations, &namespace.annotations, config, warnings);
-    let cache = cache::resolve(pod, runner, &namespace.name, &namespace.labels, &namespace.annotations, config, warnings);
+    let mut cache = cache::resolve(pod, runner, &namespace.name, &namespace.labels, &namespace.annotations, config, warnings);
+    if cache.is_some() {
+        let why = match isolation {
+            // A lock taken inside the VM is not a lock on the node's directory.
+            Isolation::Kata => Some("a Kata pod runs its own kernel, so the slot lock would not hold between pods"),
+            Isolation::Sysbox if namespace.pod_security_enforce() == Some("baseline") => {
+                Some("the namespace enforces Pod Security baseline, which forbids the cache's hostPath volume")
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            warnings.push(format!(
+                "dind-injector: the node cache is not used for this pod ({} isolation): {why}; its daemon starts empty",
+                isolation.as_str()
+            ));
+            cache = None;
+        }
+    }
     let names = pick_names(spec, config, settings.transport, cache.is_some());
     let socket_group = spec
         .security_context
@@ -263,6 +368,7 @@ fn decide(
     if settings.transport != Transport::Unix || listeners.needs_alias() {
         add_docker_host_alias(&mut patch, spec);
     }
+    isolation::add_to_pod(&mut patch, spec, isolation, config);
 
     let template = sidecar_fingerprint(&plan.container);
     let mut volume_names = vec![names.storage.clone(), names.daemon_config.clone(), names.no_token.clone()];
@@ -277,6 +383,8 @@ fn decide(
         targets: target_names,
         template,
         mirrored,
+        isolation,
+        runtime_class: config.isolation.runtime_class(isolation).map(str::to_owned),
         cache: cache.as_ref().zip(names.cache.as_ref()).map(|(c, volume)| CacheRecord {
             volume: volume.clone(),
             host_path: c.host_path.clone(),

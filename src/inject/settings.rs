@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::annotations;
-use crate::config::{Config, Mtu, SidecarMode, Transport};
+use crate::config::{Config, Isolation, Mtu, SidecarMode, Transport};
 use crate::image::ImageRef;
 use crate::quantity::Quantity;
 
@@ -33,6 +33,11 @@ pub struct Settings {
     pub storage: String,
     /// Containers named by the `containers` override, when set.
     pub containers: Option<Vec<String>>,
+    /// How the daemon is isolated.
+    pub isolation: Isolation,
+    /// An isolation an annotation asked for that the administrator does not allow: the pod is
+    /// then not injected (a requested isolation is never replaced by another).
+    pub refused_isolation: Option<Isolation>,
 }
 
 /// The first Kubernetes minor version with native sidecars enabled by default.
@@ -58,6 +63,8 @@ pub fn resolve(
         memory_limit: s.resources.memory_limit.clone(),
         storage: s.storage.clone(),
         containers: None,
+        isolation: s.isolation,
+        refused_isolation: None,
     };
     let mut warnings = Vec::new();
     let empty = BTreeMap::new();
@@ -112,6 +119,18 @@ fn apply(settings: &mut Settings, key: &str, value: &str, config: &Config) -> Re
                 ));
             }
             settings.transport = t;
+        }
+        annotations::ISOLATION => {
+            let i = Isolation::parse(value).ok_or("use privileged, sysbox or kata")?;
+            if !o.allowed_isolations.contains(&i) {
+                settings.refused_isolation = Some(i);
+                return Err(format!(
+                    "the administrator does not allow it (overrides.allowedIsolations: {})",
+                    o.allowed_isolations.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            settings.isolation = i;
+            settings.refused_isolation = None;
         }
         annotations::SIDECAR_MODE => {
             settings.mode = SidecarMode::parse(value).ok_or("use native, container or auto")?;
@@ -203,8 +222,8 @@ mod tests {
     #[test]
     fn auto_mode_follows_the_apiserver_version() {
         let p = ann(&[(annotations::SIDECAR_MODE, "auto")]);
-        let old = ClusterInfo { server_version: Some(KubeVersion { major: 1, minor: 28 }) };
-        let new = ClusterInfo { server_version: Some(KubeVersion { major: 1, minor: 30 }) };
+        let old = ClusterInfo { server_version: Some(KubeVersion { major: 1, minor: 28 }), ..ClusterInfo::default() };
+        let new = ClusterInfo { server_version: Some(KubeVersion { major: 1, minor: 30 }), ..ClusterInfo::default() };
         let c = Config::default();
         assert_eq!(resolve(Some(&p), &BTreeMap::new(), &c, &old).0.mode, SidecarMode::Container);
         assert_eq!(resolve(Some(&p), &BTreeMap::new(), &c, &new).0.mode, SidecarMode::Native);

@@ -219,8 +219,10 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         // without a value, as the apiserver stores an empty one.
         env: Some(vec![EnvVar { name: "DOCKER_TLS_CERTDIR".to_owned(), ..EnvVar::default() }]),
         resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..ResourceRequirements::default() }),
+        // Privileged on the node, or inside the Kata VM; under Sysbox dockerd runs as root in the
+        // pod's user namespace, unprivileged and with no capability added.
         security_context: Some(SecurityContext {
-            privileged: Some(true),
+            privileged: settings.isolation.privileged_sidecar().then_some(true),
             run_as_user: Some(0),
             run_as_non_root: Some(false),
             ..SecurityContext::default()

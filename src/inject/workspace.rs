@@ -619,6 +619,8 @@ mod tests {
             targets: vec!["build".into()],
             template: String::new(),
             mirrored: vec![MirroredMount { volume: "repo".into(), path: "/builds".into(), sub_path: None, sub_path_expr: None }],
+            isolation: crate::config::Isolation::Privileged,
+            runtime_class: None,
             cache: None,
         };
         assert_eq!(mirror_problem(&s, &status), None);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::annotations;
-use crate::config::{Config, PolicyMode};
+use crate::config::{Config, Isolation, PolicyMode};
 use crate::inject::{self, CacheRecord, ClusterInfo, InjectionStatus, Outcome, sidecar_fingerprint};
 use crate::namespace::NamespaceView;
 
@@ -146,10 +146,16 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
     let status = annotations.and_then(|a| a.get(annotations::STATUS)).map(|s| InjectionStatus::parse(s).ok_or(s));
     match &status {
         Some(Ok(status)) => match sidecar_problem(spec, status, &namespace.name, config) {
-            None => {
-                verdict.exempt = Some(status.container.clone());
-                verdict.exempt_volume = status.cache.as_ref().map(|c| c.volume.clone());
-            }
+            None => match isolation_problem(spec, status, config) {
+                None => {
+                    // A Sysbox sidecar is unprivileged and gets no exemption: it meets the level as it is.
+                    if status.isolation != Isolation::Sysbox {
+                        verdict.exempt = Some(status.container.clone());
+                    }
+                    verdict.exempt_volume = status.cache.as_ref().map(|c| c.volume.clone());
+                }
+                Some(problem) => verdict.findings.push(Finding { label: "isolation-tampered", message: problem }),
+            },
             Some(problem) => verdict.findings.push(Finding {
                 label: "sidecar-tampered",
                 message: format!(
@@ -238,6 +244,34 @@ fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, namespace: &str, co
     }
     if container.ports.iter().flatten().any(|p| p.host_port.is_some_and(|h| h != 0)) {
         return Some("it opens a host port".into());
+    }
+    None
+}
+
+/// Why the pod no longer runs with the isolation the sidecar was injected for, if it does not:
+/// the configured RuntimeClass of the mode (a Kata sidecar is privileged inside the VM only, so
+/// its exemption holds only while the pod keeps the class) and, for Sysbox, `hostUsers: false`.
+fn isolation_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) -> Option<String> {
+    let isolation = status.isolation;
+    let class = config.isolation.runtime_class(isolation)?;
+    let pod_class = spec.runtime_class_name.as_deref();
+    if status.runtime_class.as_deref() != Some(class) || pod_class != Some(class) {
+        let what = if isolation == Isolation::Kata {
+            format!("its privileged sidecar {:?} is exempt only inside a Kata VM", status.container)
+        } else {
+            format!("its sidecar {:?} was made for Sysbox", status.container)
+        };
+        return Some(format!(
+            "the pod was injected for {} isolation (RuntimeClass {class:?}) but its runtimeClassName is {}: {what}. Recreate the pod and let dind-injector inject it",
+            isolation.as_str(),
+            pod_class.map_or_else(|| "not set".to_owned(), |c| format!("{c:?}"))
+        ));
+    }
+    if isolation == Isolation::Sysbox && spec.host_users != Some(false) {
+        return Some(format!(
+            "the pod was injected for sysbox isolation, which runs it in a user namespace, but hostUsers is {}; set hostUsers: false, or recreate the pod and let dind-injector inject it",
+            spec.host_users.map_or_else(|| "not set".to_owned(), |h| h.to_string())
+        ));
     }
     None
 }

@@ -11,8 +11,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::cluster::ca_bundle::{self, BundleWatch, PatchReport};
 use crate::cluster::certs::{self, SelfManaged, ServingCert};
 use crate::cluster::namespaces::NamespaceCache;
-use crate::cluster::{daemon_config, version};
-use crate::inject::ClusterInfo;
+use crate::cluster::{daemon_config, runtime_classes, version};
+use crate::inject::RuntimeClasses;
 
 use super::{AppState, ServeArgs};
 
@@ -99,12 +99,17 @@ impl InCluster {
         tokio::spawn(async move {
             loop {
                 match version::server_version(&version_client).await {
-                    Ok(v) => version_state.set_cluster(ClusterInfo { server_version: Some(v) }),
+                    Ok(v) => version_state.set_server_version(v),
                     Err(e) => tracing::warn!(error = %e, "cannot read the apiserver version; sidecar-mode auto keeps its last answer"),
                 }
                 tokio::time::sleep(VERSION_POLL).await;
             }
         });
+
+        // Until the first list, no mode that needs a RuntimeClass is injected.
+        state.set_runtime_classes(RuntimeClasses::Syncing);
+        let classes_state = state.clone();
+        tokio::spawn(runtime_classes::run(client.clone(), move |classes| classes_state.set_runtime_classes(classes)));
 
         let watch_state = state.clone();
         tokio::spawn(async move {

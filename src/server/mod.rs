@@ -220,7 +220,7 @@ impl Server {
         let key = certified_key(&loaded_certs.0, &loaded_certs.1, &options.certs)?;
         let certs = Arc::new(CertStore::new(key));
         let tls = Arc::new(server_config(Arc::clone(&certs))?);
-        let state = AppState::new(config, Arc::clone(&options.namespaces), options.cluster);
+        let state = AppState::new(config, Arc::clone(&options.namespaces), options.cluster.clone());
         state.set_certificates_loaded(true);
         if let Some(t) = certs.not_after() {
             state.metrics().set_certificate_not_after(t);

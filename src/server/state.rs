@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::inject::ClusterInfo;
+use crate::inject::{ClusterInfo, KubeVersion, RuntimeClasses};
 use crate::namespace::NamespaceLookup;
 
 use super::metrics::Metrics;
@@ -66,14 +66,19 @@ impl AppState {
         self.inner.namespaces.as_ref()
     }
 
-    /// What is known about the cluster now.
+    /// What is known about the cluster now (cheap: the RuntimeClass names are shared).
     pub fn cluster(&self) -> ClusterInfo {
-        *self.inner.cluster.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.cluster.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Records what is now known about the cluster (the apiserver version, polled).
-    pub fn set_cluster(&self, cluster: ClusterInfo) {
-        *self.inner.cluster.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cluster;
+    /// Records the apiserver's version (polled).
+    pub fn set_server_version(&self, version: KubeVersion) {
+        self.inner.cluster.write().unwrap_or_else(std::sync::PoisonError::into_inner).server_version = Some(version);
+    }
+
+    /// Records the cluster's RuntimeClasses (watched).
+    pub fn set_runtime_classes(&self, classes: RuntimeClasses) {
+        self.inner.cluster.write().unwrap_or_else(std::sync::PoisonError::into_inner).runtime_classes = classes;
     }
 
     /// The metrics.

@@ -110,6 +110,7 @@ pub(crate) fn expand(scope: &str, group: &str, resources: &[&str], verbs: &[&str
 pub(crate) fn base_grants(config: &Config) -> BTreeSet<Grant> {
     let daemon_config_map = config.sidecar.daemon_config_map.as_str();
     let mut grants = expand("cluster", "", &["namespaces"], &["get", "list", "watch"], &[]);
+    grants.extend(expand("cluster", "node.k8s.io", &["runtimeclasses"], &["get", "list", "watch"], &[]));
     grants.extend(expand("cluster", "", &["configmaps"], &["get", "patch", "delete"], &[daemon_config_map]));
     grants.extend(expand("cluster", "", &["configmaps"], &["create"], &[]));
     grants

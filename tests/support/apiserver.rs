@@ -11,7 +11,9 @@
 //!   resources, probe timings, port protocol, config map and secret modes, hostPath type);
 //! - empty strings and empty lists are not stored (Go's `omitempty`);
 //! - an `IfNeeded` webhook is called again only when that re-run changed the pod;
-//! - host aliases with a duplicate IP are kept, with the apiserver's warning.
+//! - host aliases with a duplicate IP are kept, with the apiserver's warning;
+//! - with [`after_mutation_in`], the RuntimeClass plugin: overhead and nodeSelector from the
+//!   class, a missing class refused.
 
 use serde_json::{Map, Value, json};
 
@@ -30,6 +32,45 @@ pub struct Stored {
     /// `reinvocationPolicy: IfNeeded` webhook a second time. Defaulting the webhook's additions
     /// does not count (the 2026-12-02 recordings: one call per injected pod).
     pub reinvokes: bool,
+}
+
+/// A RuntimeClass as the RuntimeClass admission plugin reads it.
+#[derive(Debug, Clone)]
+pub struct RuntimeClass {
+    /// Its name.
+    pub name: String,
+    /// `overhead.podFixed` (`{"cpu": "100m", "memory": "64Mi"}`), or null.
+    pub pod_fixed: Value,
+    /// `scheduling.nodeSelector`, or null.
+    pub node_selector: Value,
+}
+
+/// [`after_mutation`] in a cluster with `classes`, the RuntimeClass plugin included (README fact
+/// 9): a `runtimeClassName` added by a webhook is completed after it, `spec.overhead` set from the
+/// class's `podFixed` and its nodeSelector merged into the pod's; a class that does not exist
+/// fails the create with the apiserver's message.
+pub fn after_mutation_in(pod: &Value, classes: &[RuntimeClass]) -> Result<Stored, String> {
+    let mut stored = after_mutation(pod);
+    let Some(name) = stored.pod["spec"]["runtimeClassName"].as_str().map(str::to_owned) else {
+        return Ok(stored);
+    };
+    let pod_name = stored.pod["metadata"]["name"].as_str().or(stored.pod["metadata"]["generateName"].as_str()).unwrap_or("").to_owned();
+    let Some(class) = classes.iter().find(|c| c.name == name) else {
+        return Err(format!("pods \"{pod_name}\" is forbidden: pod rejected: RuntimeClass \"{name}\" not found"));
+    };
+    let spec = &mut stored.pod["spec"];
+    if class.pod_fixed.is_object() {
+        spec["overhead"] = class.pod_fixed.clone();
+    }
+    if let Some(selector) = class.node_selector.as_object() {
+        if !spec["nodeSelector"].is_object() {
+            spec["nodeSelector"] = json!({});
+        }
+        for (k, v) in selector {
+            spec["nodeSelector"][k] = v.clone();
+        }
+    }
+    Ok(stored)
 }
 
 /// Applies the apiserver's post-mutation steps to `pod` (a webhook's patch already applied).
