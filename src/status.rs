@@ -10,8 +10,6 @@ use std::io;
 
 use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar, Lifecycle, Probe, SecurityContext, VolumeDevice, VolumeMount};
 use serde::{Deserialize, Serialize};
-
-use crate::config::Isolation;
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
 /// The status annotation's content (JSON).
@@ -87,6 +85,45 @@ pub struct MirroredMount {
     /// The job mount's `subPathExpr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_path_expr: Option<String>,
+}
+
+/// How the injected daemon is kept from the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A privileged sidecar on the node's kernel (the default): the namespace must allow
+    /// privileged pods, and the validating webhook exempts exactly that one container.
+    Privileged,
+    /// Sysbox (`runtimeClassName: sysbox-runc`, `hostUsers: false`): an unprivileged sidecar whose
+    /// root is root only in the pod's user namespace; the pod meets Pod Security baseline as it is.
+    Sysbox,
+    /// Kata Containers: the pod is a lightweight VM and the privileged sidecar is privileged
+    /// inside the VM only; exempt only while the pod keeps the Kata runtime class.
+    Kata,
+}
+
+impl Isolation {
+    /// Every mode.
+    pub const ALL: [Isolation; 3] = [Isolation::Privileged, Isolation::Sysbox, Isolation::Kata];
+
+    /// The spelling used in the configuration, annotations and the status record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Privileged => "privileged",
+            Isolation::Sysbox => "sysbox",
+            Isolation::Kata => "kata",
+        }
+    }
+
+    /// Parses the annotation spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Isolation::ALL.into_iter().find(|i| i.as_str() == s.trim())
+    }
+
+    /// Whether the sidecar is a privileged container (on the node, or in the Kata VM).
+    pub fn privileged_sidecar(self) -> bool {
+        self != Isolation::Sysbox
+    }
 }
 
 /// The current format version. 2: the template hash is taken over the sidecar as the apiserver

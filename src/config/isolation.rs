@@ -3,44 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How the injected daemon is kept from the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// A privileged sidecar on the node's kernel (the default): the namespace must allow
-    /// privileged pods, and the validating webhook exempts exactly that one container.
-    Privileged,
-    /// Sysbox (`runtimeClassName: sysbox-runc`, `hostUsers: false`): an unprivileged sidecar whose
-    /// root is root only in the pod's user namespace; the pod meets Pod Security baseline as it is.
-    Sysbox,
-    /// Kata Containers: the pod is a lightweight VM and the privileged sidecar is privileged
-    /// inside the VM only; exempt only while the pod keeps the Kata runtime class.
-    Kata,
-}
-
-impl Isolation {
-    /// Every mode.
-    pub const ALL: [Isolation; 3] = [Isolation::Privileged, Isolation::Sysbox, Isolation::Kata];
-
-    /// The spelling used in the configuration, annotations and the status record.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::Privileged => "privileged",
-            Isolation::Sysbox => "sysbox",
-            Isolation::Kata => "kata",
-        }
-    }
-
-    /// Parses the annotation spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        Isolation::ALL.into_iter().find(|i| i.as_str() == s.trim())
-    }
-
-    /// Whether the sidecar is a privileged container (on the node, or in the Kata VM).
-    pub fn privileged_sidecar(self) -> bool {
-        self != Isolation::Sysbox
-    }
-}
+pub use crate::status::Isolation;
 
 /// The RuntimeClass of one isolation mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
