@@ -15,7 +15,6 @@
 mod engine;
 mod support;
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -23,25 +22,11 @@ use std::time::Instant;
 use dind_injector::config::{CacheMode, Config};
 use dind_injector::inject::{self, ClusterInfo, Outcome};
 use dind_injector::namespace::NamespaceView;
-use engine::{Engine, Sandbox};
+use engine::{Engine, Sandbox, engine_or_skip};
 use support::*;
 
 /// One test at a time: some hold two sandboxes at once, and the engine runs two at most.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn engine_or_skip(test: &str) -> Option<&'static Engine> {
-    let why = engine::missing_prerequisite().map(Err).unwrap_or_else(|| engine::engine().map(|_| ()));
-    match why {
-        Ok(()) => engine::engine().ok(),
-        Err(why) => {
-            if std::env::var("DIND_INJECTOR_REQUIRE_DOCKERD").as_deref() == Ok("1") {
-                panic!("{test}: the engine tests cannot run: {why}");
-            }
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (set DIND_INJECTOR_REQUIRE_DOCKERD=1 to make this a failure)");
-            None
-        }
-    }
-}
 
 /// The cache configuration of these tests: on, `slots` per scope, slots over `max` emptied.
 fn config(engine: &Engine, slots: u32, max: &str) -> Config {

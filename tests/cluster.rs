@@ -12,6 +12,9 @@ use dind_injector::cluster::ca_bundle::{BundleWatch, PatchReport, ensure_ca_bund
 use dind_injector::cluster::certs::{SelfManaged, ServingCert, ensure_secret, issue};
 use dind_injector::cluster::daemon_config::{self, SyncOutcome};
 use dind_injector::cluster::namespaces::NamespaceCache;
+use dind_injector::cluster::runtime_classes;
+use dind_injector::config::Isolation;
+use dind_injector::inject::{ClusterInfo, RuntimeClasses, isolation};
 use dind_injector::namespace::NamespaceLookup;
 use http::{Method, Response};
 use kube::client::Body;
@@ -730,5 +733,100 @@ async fn an_expired_resource_version_lists_again() {
     let (_, uri, _, _pending) = next(&mut api).await;
     assert!(uri.contains("watch=true") && uri.contains("resourceVersion=5001"), "{uri}");
     assert!(cache.is_connected());
+    driver.abort();
+}
+
+fn runtime_class_meta(name: &str, rv: &str) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+           "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": rv}})
+}
+
+fn runtime_class_list(rv: &str, names: &[&str]) -> Response<Body> {
+    respond(
+        200,
+        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+               "items": names.iter().map(|n| runtime_class_meta(n, "7")).collect::<Vec<_>>()}),
+    )
+}
+
+fn known(names: &[&str]) -> RuntimeClasses {
+    RuntimeClasses::Known(Arc::new(names.iter().map(|n| (*n).to_owned()).collect()))
+}
+
+#[tokio::test]
+async fn runtime_classes_are_listed_then_watched_and_kept_when_the_watch_is_lost() {
+    let (client, mut api) = mock_client();
+    let (tx, mut published) = tokio::sync::mpsc::unbounded_channel();
+    let (watch, driver) = runtime_classes::start(client, move |classes| {
+        let _ = tx.send(classes);
+    });
+    let driver = tokio::spawn(driver);
+    assert!(!watch.is_connected());
+
+    let (method, uri, _, send) = next(&mut api).await;
+    assert_eq!(method, Method::GET);
+    assert!(uri.starts_with("/apis/node.k8s.io/v1/runtimeclasses?") && !uri.contains("watch=true"), "lists first: {uri}");
+    send.send_response(runtime_class_list("400", &["sysbox-runc", "kata"]));
+    assert_eq!(bounded("publish", published.recv()).await, Some(known(&["kata", "sysbox-runc"])));
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=400"), "then watches from the list's version: {uri}");
+    assert!(watch.is_connected());
+
+    // A class installed, another removed: each change is published whole.
+    send.send_response(watch_stream(&[
+        json!({"type": "ADDED", "object": runtime_class_meta("kata-qemu", "401")}),
+        json!({"type": "DELETED", "object": runtime_class_meta("kata", "402")}),
+    ]));
+    assert_eq!(bounded("publish", published.recv()).await, Some(known(&["kata", "kata-qemu", "sysbox-runc"])));
+    assert_eq!(bounded("publish", published.recv()).await, Some(known(&["kata-qemu", "sysbox-runc"])));
+
+    // The apiserver goes away: disconnected, and nothing published, so the classes last seen stay.
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=402"), "{uri}");
+    send.send_response(respond(503, status(503, "ServiceUnavailable", "the server is currently unable to handle the request", json!({}))));
+    until("the loss is seen", || !watch.is_connected()).await;
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.contains("watch=true") && uri.contains("resourceVersion=402"), "resumes, no relist: {uri}");
+    assert!(published.try_recv().is_err(), "a lost watch publishes nothing");
+    send.send_response(watch_stream(&[]));
+    let (_, _, _, _pending) = next(&mut api).await;
+    assert!(watch.is_connected(), "connected again once the watch was answered");
+    driver.abort();
+}
+
+#[tokio::test]
+async fn a_runtime_class_list_the_cluster_role_forbids_is_published_with_the_apiservers_reason() {
+    let (client, mut api) = mock_client();
+    let (tx, mut published) = tokio::sync::mpsc::unbounded_channel();
+    let (watch, driver) = runtime_classes::start(client, move |classes| {
+        let _ = tx.send(classes);
+    });
+    let driver = tokio::spawn(driver);
+
+    // What a real apiserver answers when the ClusterRole lacks the rule.
+    let forbidden = "runtimeclasses.node.k8s.io is forbidden: User \"system:serviceaccount:dind-injector:dind-injector\" cannot list resource \"runtimeclasses\" in API group \"node.k8s.io\" at the cluster scope";
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.starts_with("/apis/node.k8s.io/v1/runtimeclasses?"), "{uri}");
+    send.send_response(respond(403, status(403, "Forbidden", forbidden, json!({"group": "node.k8s.io", "kind": "runtimeclasses"}))));
+    let Some(RuntimeClasses::Unlisted(error)) = bounded("publish", published.recv()).await else {
+        panic!("a refused list is published as unlisted")
+    };
+    assert!(error.contains("cannot list resource \"runtimeclasses\""), "the apiserver's reason is kept: {error}");
+    assert!(!watch.is_connected());
+
+    // What a pod asking for sysbox is told, and what readiness says.
+    let config = dind_injector::config::Config::default();
+    let cluster = ClusterInfo { runtime_classes: RuntimeClasses::Unlisted(Arc::clone(&error)), ..ClusterInfo::default() };
+    let reason = isolation::class_problem(Isolation::Sysbox, &config, &cluster).unwrap_or_else(|| panic!("sysbox was not refused"));
+    assert_eq!(reason.label(), "runtime-classes-unknown");
+    assert!(reason.message().contains("is forbidden") && reason.message().contains("grant its ClusterRole"), "{}", reason.message());
+
+    // The rule is granted: the retried list succeeds and the classes are known.
+    let (_, uri, _, send) = next(&mut api).await;
+    assert!(uri.starts_with("/apis/node.k8s.io/v1/runtimeclasses?") && !uri.contains("watch=true"), "lists again: {uri}");
+    send.send_response(runtime_class_list("9", &["sysbox-runc"]));
+    assert_eq!(bounded("publish", published.recv()).await, Some(known(&["sysbox-runc"])));
+    let (_, _, _, _pending) = next(&mut api).await;
+    assert!(watch.is_connected());
     driver.abort();
 }

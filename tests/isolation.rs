@@ -216,7 +216,14 @@ fn pods_a_mode_cannot_serve_are_not_injected_and_never_downgraded() {
     let syncing = ClusterInfo { runtime_classes: RuntimeClasses::Syncing, ..ClusterInfo::default() };
     let (label, message) = skip(&kata, &namespace("privileged"), &config, &syncing);
     assert_eq!(label, "runtime-classes-unknown");
-    assert!(message.contains("runtimeclasses.node.k8s.io"), "{message}");
+    assert!(message.contains("RuntimeClass \"kata\"") && message.contains("not listed") && message.contains("retry the job"), "{message}");
+    let refused = ClusterInfo {
+        runtime_classes: RuntimeClasses::Unlisted("runtimeclasses.node.k8s.io is forbidden".into()),
+        ..ClusterInfo::default()
+    };
+    let (label, message) = skip(&kata, &namespace("privileged"), &config, &refused);
+    assert_eq!(label, "runtime-classes-unknown");
+    assert!(message.contains("(runtimeclasses.node.k8s.io is forbidden)") && message.contains("grant its ClusterRole"), "{message}");
     // A privileged pod does not need any class.
     let d = inject::plan_injection(&typed(&base), &namespace("privileged"), &config, &syncing);
     assert!(matches!(d.outcome, Outcome::Inject(_)), "{:?}", d.outcome);

@@ -51,13 +51,12 @@
 mod engine;
 mod support;
 
-use std::io::Write;
 use std::time::Instant;
 
 use dind_injector::config::Config;
 use dind_injector::inject::{self, ClusterInfo, Outcome};
 use dind_injector::namespace::NamespaceView;
-use engine::{Engine, Sandbox};
+use engine::{Engine, Sandbox, engine_or_skip};
 use serde_json::json;
 use support::*;
 
@@ -185,21 +184,6 @@ if docker run --rm -v "$PWD":/src busybox cat /src/marker; then echo "the daemon
 "#,
             vec!["No such file or directory", "the-daemon-does-not-see-the-workspace"],
         ),
-    }
-}
-
-fn engine_or_skip(test: &str) -> Option<&'static Engine> {
-    let why = engine::missing_prerequisite().map(Err).unwrap_or_else(|| engine::engine().map(|_| ()));
-    match why {
-        Ok(()) => engine::engine().ok(),
-        Err(why) => {
-            if std::env::var("DIND_INJECTOR_REQUIRE_DOCKERD").as_deref() == Ok("1") {
-                panic!("{test}: the engine tests cannot run: {why}");
-            }
-            // Straight to stderr: the test harness hides what eprintln! prints in a passing test.
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (set DIND_INJECTOR_REQUIRE_DOCKERD=1 to make this a failure)");
-            None
-        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Isolation modes: whether a pod can take the one it gets, whether the cluster can serve it,
 //! and what it adds to the pod.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::PodSpec;
 
 use crate::config::{Config, Isolation};
@@ -45,7 +47,14 @@ pub fn class_problem(isolation: Isolation, config: &Config, cluster: &ClusterInf
         RuntimeClasses::NotChecked => None,
         RuntimeClasses::Known(names) if names.contains(class) => None,
         RuntimeClasses::Known(_) => Some(SkipReason::RuntimeClassMissing { isolation: isolation.as_str(), class: class.to_owned() }),
-        RuntimeClasses::Syncing => Some(SkipReason::RuntimeClassesUnknown { isolation: isolation.as_str(), class: class.to_owned() }),
+        RuntimeClasses::Syncing => {
+            Some(SkipReason::RuntimeClassesUnknown { isolation: isolation.as_str(), class: class.to_owned(), error: None })
+        }
+        RuntimeClasses::Unlisted(error) => Some(SkipReason::RuntimeClassesUnknown {
+            isolation: isolation.as_str(),
+            class: class.to_owned(),
+            error: Some(Arc::clone(error)),
+        }),
     }
 }
 

@@ -54,9 +54,13 @@ pub enum RuntimeClasses {
     /// Not looked up (no cluster: the offline CLI, a server without one): assumed present.
     #[default]
     NotChecked,
-    /// In a cluster, not listed yet (or the list keeps failing): a mode that needs a class is
-    /// not injected, as its class cannot be confirmed.
+    /// In a cluster, not listed yet: a mode that needs a class is not injected, as its class
+    /// cannot be confirmed (the server is not ready until the first list has been answered).
     Syncing,
+    /// In a cluster, the list failed and none has succeeded since the start (the apiserver's
+    /// error, shortened: most often the ClusterRole lacks `runtimeclasses.node.k8s.io`). As with
+    /// `Syncing`, a mode that needs a class is not injected.
+    Unlisted(Arc<str>),
     /// The names listed.
     Known(Arc<BTreeSet<String>>),
 }
@@ -154,6 +158,8 @@ pub enum SkipReason {
         isolation: &'static str,
         /// The RuntimeClass.
         class: String,
+        /// Why the list failed, when it did (rather than not having been answered yet).
+        error: Option<Arc<str>>,
     },
     /// The namespace enforces `restricted`, which no Docker daemon meets.
     PodSecurityRestricted {
@@ -224,8 +230,11 @@ impl SkipReason {
                 "{isolation} isolation needs RuntimeClass {class:?}, which this cluster does not have (the apiserver would refuse the pod); install {isolation} and its RuntimeClass, set isolation.{isolation}.runtimeClassName to the class it created, or choose another mode with {}",
                 annotations::ISOLATION
             ),
-            SkipReason::RuntimeClassesUnknown { isolation, class } => format!(
-                "{isolation} isolation needs RuntimeClass {class:?}, and the injector has not been able to list the cluster's RuntimeClasses yet (check that its ClusterRole grants list and watch on runtimeclasses.node.k8s.io, and its log); retry the job"
+            SkipReason::RuntimeClassesUnknown { isolation, class, error: None } => format!(
+                "{isolation} isolation needs RuntimeClass {class:?}, and the injector has not listed the cluster's RuntimeClasses yet (it does as it starts); retry the job"
+            ),
+            SkipReason::RuntimeClassesUnknown { isolation, class, error: Some(error) } => format!(
+                "{isolation} isolation needs RuntimeClass {class:?}, and the injector cannot list the cluster's RuntimeClasses ({error}); grant its ClusterRole get, list and watch on runtimeclasses.node.k8s.io (manifests/base/rbac.yaml has the rule), then retry the job"
             ),
             SkipReason::NoSpec => "the pod has no spec".into(),
             SkipReason::HostNetwork => "the pod uses hostNetwork: a daemon there would create bridges and iptables rules on the node and be reachable from it; run the job without hostNetwork".into(),

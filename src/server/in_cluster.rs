@@ -12,7 +12,6 @@ use crate::cluster::ca_bundle::{self, BundleWatch, PatchReport};
 use crate::cluster::certs::{self, SelfManaged, ServingCert};
 use crate::cluster::namespaces::NamespaceCache;
 use crate::cluster::{daemon_config, runtime_classes, version};
-use crate::inject::RuntimeClasses;
 
 use super::{AppState, ServeArgs};
 
@@ -106,15 +105,15 @@ impl InCluster {
             }
         });
 
-        // Until the first list, no mode that needs a RuntimeClass is injected.
-        state.set_runtime_classes(RuntimeClasses::Syncing);
         let classes_state = state.clone();
-        tokio::spawn(runtime_classes::run(client.clone(), move |classes| classes_state.set_runtime_classes(classes)));
+        let (classes, driver) = runtime_classes::start(client.clone(), move |classes| classes_state.set_runtime_classes(classes));
+        tokio::spawn(driver);
 
         let watch_state = state.clone();
         tokio::spawn(async move {
             loop {
                 watch_state.metrics().set_namespace_watch_connected(cache.is_connected());
+                watch_state.metrics().set_runtime_class_watch_connected(classes.is_connected());
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });

@@ -56,6 +56,7 @@ pub struct Metrics {
     certificate_not_after: Gauge,
     inflight: Gauge,
     namespace_watch_connected: Gauge,
+    runtime_class_watch_connected: Gauge,
     ca_bundle_patches: Family<ResultLabel, Counter>,
     ca_bundle_last_patch: Gauge,
     connections_drained: Family<ReasonLabel, Counter>,
@@ -79,6 +80,7 @@ impl Metrics {
         let certificate_not_after = Gauge::default();
         let inflight = Gauge::default();
         let namespace_watch_connected = Gauge::default();
+        let runtime_class_watch_connected = Gauge::default();
         let ca_bundle_patches = Family::<ResultLabel, Counter>::default();
         let ca_bundle_last_patch = Gauge::default();
         let connections_drained = Family::<ReasonLabel, Counter>::default();
@@ -86,6 +88,11 @@ impl Metrics {
             "dind_injector_namespace_watch_connected",
             "1 while the namespace watch is connected; 0 while the injector serves from its cache alone",
             namespace_watch_connected.clone(),
+        );
+        registry.register(
+            "dind_injector_runtime_class_watch_connected",
+            "1 while the RuntimeClass watch is connected; 0 while it fails (sysbox and kata are checked against the classes last listed, or not injected if none ever were: see /readyz)",
+            runtime_class_watch_connected.clone(),
         );
         // Counters get `_total` appended by the encoder.
         registry.register("dind_injector_reviews", "Admission reviews answered", reviews.clone());
@@ -136,6 +143,7 @@ impl Metrics {
             certificate_not_after,
             inflight,
             namespace_watch_connected,
+            runtime_class_watch_connected,
             ca_bundle_patches,
             ca_bundle_last_patch,
             connections_drained,
@@ -169,6 +177,11 @@ impl Metrics {
     /// Records whether the namespace watch is connected.
     pub fn set_namespace_watch_connected(&self, connected: bool) {
         self.namespace_watch_connected.set(i64::from(connected));
+    }
+
+    /// Records whether the RuntimeClass watch is connected.
+    pub fn set_runtime_class_watch_connected(&self, connected: bool) {
+        self.runtime_class_watch_connected.set(i64::from(connected));
     }
 
     /// Counts a caBundle patch, and when it succeeded, its time (Unix seconds).
@@ -229,6 +242,7 @@ mod tests {
         m.record_ca_bundle_patch(true, 1_800_000_000);
         m.record_ca_bundle_patch(false, 1_800_000_100);
         m.set_namespace_watch_connected(true);
+        m.set_runtime_class_watch_connected(true);
         m.record_connection_drained("max-age");
         drop(m.inflight());
         let text = m.render();
@@ -243,6 +257,7 @@ mod tests {
             "dind_injector_ca_bundle_patches_total{result=\"failure\"} 1",
             "dind_injector_ca_bundle_last_patch_timestamp_seconds 1800000000",
             "dind_injector_namespace_watch_connected 1",
+            "dind_injector_runtime_class_watch_connected 1",
             "dind_injector_connections_drained_total{reason=\"max-age\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

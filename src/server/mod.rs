@@ -379,6 +379,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         let cluster = if args.static_namespace_labels.is_none() {
             let parts = in_cluster::start(&args).await?;
             options.namespaces = Arc::new(parts.cache.clone());
+            // Until the first RuntimeClass list is answered, no mode that needs a class is
+            // injected, and the server is not ready.
+            options.cluster.runtime_classes = crate::inject::RuntimeClasses::Syncing;
             Some(parts)
         } else {
             None

@@ -59,7 +59,15 @@ pub fn health_router(state: AppState) -> Router {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.readiness() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(degraded) => {
+            let mut body = String::from("ready\n");
+            for line in degraded {
+                body.push_str("degraded: ");
+                body.push_str(&line);
+                body.push('\n');
+            }
+            (StatusCode::OK, body).into_response()
+        }
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }
@@ -185,6 +193,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use crate::inject::RuntimeClasses;
     use crate::namespace::StaticNamespaces;
 
     fn state() -> AppState {
@@ -215,7 +224,18 @@ mod tests {
         let (status, body) = call(&health, "GET", "/readyz", "").await;
         assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "not ready: no serving certificate loaded\n"));
         state.set_certificates_loaded(true);
-        assert_eq!(call(&health, "GET", "/readyz", "").await.0, StatusCode::OK);
+        assert_eq!(call(&health, "GET", "/readyz", "").await, (StatusCode::OK, "ready\n".to_owned()));
+        // In a cluster: not ready until the RuntimeClasses have been listed once; ready when the
+        // list is refused, saying what is not served.
+        state.set_runtime_classes(RuntimeClasses::Syncing);
+        let (status, body) = call(&health, "GET", "/readyz", "").await;
+        assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "not ready: the RuntimeClasses have not been listed yet\n"));
+        state.set_runtime_classes(RuntimeClasses::Unlisted("runtimeclasses.node.k8s.io is forbidden".into()));
+        let (status, body) = call(&health, "GET", "/readyz", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("ready\ndegraded: cannot list RuntimeClasses (runtimeclasses.node.k8s.io is forbidden)"), "{body}");
+        state.set_runtime_classes(RuntimeClasses::Known(Default::default()));
+        assert_eq!(call(&health, "GET", "/readyz", "").await, (StatusCode::OK, "ready\n".to_owned()));
         state.shutdown_handle().trigger();
         assert_eq!(call(&health, "GET", "/readyz", "").await.1, "not ready: shutting down\n");
         let (_, metrics) = call(&health, "GET", "/metrics", "").await;

@@ -101,16 +101,25 @@ impl AppState {
         self.inner.certificates_loaded.load(Ordering::Acquire)
     }
 
-    /// `Ok` when the server should receive reviews; otherwise why not, in one line.
-    pub fn readiness(&self) -> Result<(), &'static str> {
+    /// `Ok` when the server should receive reviews, with what it cannot do though ready (one
+    /// line each); otherwise why not, in one line.
+    pub fn readiness(&self) -> Result<Vec<String>, &'static str> {
         if self.inner.shutdown.is_triggered() {
-            Err("shutting down")
+            return Err("shutting down");
         } else if !self.certificates_loaded() {
-            Err("no serving certificate loaded")
+            return Err("no serving certificate loaded");
         } else if !self.inner.namespaces.is_ready() {
-            Err("the namespace cache has not synced yet")
-        } else {
-            Ok(())
+            return Err("the namespace cache has not synced yet");
+        }
+        match &self.inner.cluster.read().unwrap_or_else(std::sync::PoisonError::into_inner).runtime_classes {
+            // A pod asking for sysbox or kata must not be skipped only because this replica got
+            // ready a moment before its first RuntimeClass list came back.
+            RuntimeClasses::Syncing => Err("the RuntimeClasses have not been listed yet"),
+            // Ready anyway: every pod not asking for sysbox or kata is served as usual.
+            RuntimeClasses::Unlisted(error) => Ok(vec![format!(
+                "cannot list RuntimeClasses ({error}): pods asking for sysbox or kata isolation are not injected; grant get, list and watch on runtimeclasses.node.k8s.io"
+            )]),
+            RuntimeClasses::NotChecked | RuntimeClasses::Known(_) => Ok(Vec::new()),
         }
     }
 }

@@ -54,6 +54,23 @@ fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name)
 }
 
+/// The engine for `test`, or None (printed as SKIPPED) when it cannot run here; a panic instead
+/// under DIND_INJECTOR_REQUIRE_DOCKERD=1 (`make test`), where a skipped engine test is a failure.
+pub fn engine_or_skip(test: &str) -> Option<&'static Engine> {
+    let why = missing_prerequisite().map(Err).unwrap_or_else(|| engine().map(|_| ()));
+    match why {
+        Ok(()) => engine().ok(),
+        Err(why) => {
+            if std::env::var("DIND_INJECTOR_REQUIRE_DOCKERD").as_deref() == Ok("1") {
+                panic!("{test}: the engine tests cannot run: {why}");
+            }
+            // Straight to stderr: the test harness hides what eprintln! prints in a passing test.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (set DIND_INJECTOR_REQUIRE_DOCKERD=1 to make this a failure)");
+            None
+        }
+    }
+}
+
 /// Starts the test engine and builds the images (both cached); Err says why it cannot.
 pub fn engine() -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
