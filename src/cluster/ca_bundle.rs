@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use base64::Engine;
 use futures_util::StreamExt;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;
@@ -20,33 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use super::certs::{SelfManaged, read_secret};
 use super::list_watch::{Signal, list_watch};
-use super::{ClusterError, at};
-
-/// A webhook configuration kind whose webhooks carry a `clientConfig.caBundle`.
-pub trait WebhookConfiguration:
-    kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    /// Each webhook's name and caBundle, in order.
-    fn ca_bundles(&self) -> Vec<(&str, Option<&ByteString>)>;
-}
-
-impl WebhookConfiguration for MutatingWebhookConfiguration {
-    fn ca_bundles(&self) -> Vec<(&str, Option<&ByteString>)> {
-        self.webhooks.iter().flatten().map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref())).collect()
-    }
-}
-
-impl WebhookConfiguration for ValidatingWebhookConfiguration {
-    fn ca_bundles(&self) -> Vec<(&str, Option<&ByteString>)> {
-        self.webhooks.iter().flatten().map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref())).collect()
-    }
-}
+use super::{ClusterError, WebhookConfiguration, at};
 
 /// Told the result of every caBundle patch: `true` when it was written.
 pub type PatchReport = Arc<dyn Fn(bool) + Send + Sync>;

@@ -26,7 +26,7 @@ use rustls::pki_types::pem::PemObject;
 
 use crate::certs::{days_since_epoch, is_dns_name, not_after_unix, ymd};
 
-use super::{ClusterError, FIELD_MANAGER, MANAGED_BY_LABEL, api_code, at};
+use super::{ClusterError, FIELD_MANAGER, MANAGED_BY_LABEL, WebhookConfiguration, api_code, at};
 
 /// The CA's common name.
 pub const CA_COMMON_NAME: &str = "dind-injector webhook CA";
@@ -312,23 +312,19 @@ pub async fn ensure_secret(client: &Client, cfg: &SelfManaged) -> Result<Serving
 /// Every CA in the caBundle of the webhooks of both configurations (PEM, concatenated); empty
 /// when they are not installed yet.
 async fn trusted_now(client: &Client, cfg: &SelfManaged) -> Result<String, ClusterError> {
-    let name = &cfg.webhook_configuration;
+    let mut pem = trusted_by::<MutatingWebhookConfiguration>(client, &cfg.webhook_configuration).await?;
+    pem.push_str(&trusted_by::<ValidatingWebhookConfiguration>(client, &cfg.webhook_configuration).await?);
+    Ok(pem)
+}
+
+/// The caBundles of the webhooks of configuration `name` of kind `K`, each ended by a newline.
+async fn trusted_by<K: WebhookConfiguration>(client: &Client, name: &str) -> Result<String, ClusterError> {
+    let api: Api<K> = Api::all(client.clone());
+    let found = api.get_opt(name).await.map_err(at(format!("get {} {name} (for the CAs it trusts)", K::kind(&()))))?;
     let mut pem = String::new();
-    let mut add = |bundle: Option<&ByteString>| {
-        if let Some(b) = bundle {
-            pem.push_str(&String::from_utf8_lossy(&b.0));
-            pem.push('\n');
-        }
-    };
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let found = mutating.get_opt(name).await.map_err(at(format!("get MutatingWebhookConfiguration {name} (for the CAs it trusts)")))?;
-    for w in found.iter().flat_map(|c| c.webhooks.iter().flatten()) {
-        add(w.client_config.ca_bundle.as_ref());
-    }
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let found = validating.get_opt(name).await.map_err(at(format!("get ValidatingWebhookConfiguration {name} (for the CAs it trusts)")))?;
-    for w in found.iter().flat_map(|c| c.webhooks.iter().flatten()) {
-        add(w.client_config.ca_bundle.as_ref());
+    for bundle in found.iter().flat_map(|c| c.ca_bundles()).filter_map(|(_, bundle)| bundle) {
+        pem.push_str(&String::from_utf8_lossy(&bundle.0));
+        pem.push('\n');
     }
     Ok(pem)
 }

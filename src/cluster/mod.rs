@@ -10,6 +10,8 @@ pub mod namespaces;
 pub mod runtime_classes;
 pub mod version;
 
+use k8s_openapi::api::admissionregistration::v1 as admissionregistration;
+
 /// The field manager for server-side apply, and the value of the managed-by label.
 pub const FIELD_MANAGER: &str = "dind-injector";
 /// The label marking objects dind-injector manages (and may change or delete).
@@ -50,5 +52,32 @@ pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
     match e {
         kube::Error::Api(s) => Some(s.code),
         _ => None,
+    }
+}
+
+/// A webhook configuration kind whose webhooks carry a `clientConfig.caBundle` (the caBundle
+/// watch patches them; certificate creation reads the CAs they trust).
+pub trait WebhookConfiguration:
+    kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Each webhook's name and caBundle, in order.
+    fn ca_bundles(&self) -> Vec<(&str, Option<&k8s_openapi::ByteString>)>;
+}
+
+impl WebhookConfiguration for admissionregistration::MutatingWebhookConfiguration {
+    fn ca_bundles(&self) -> Vec<(&str, Option<&k8s_openapi::ByteString>)> {
+        self.webhooks.iter().flatten().map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref())).collect()
+    }
+}
+
+impl WebhookConfiguration for admissionregistration::ValidatingWebhookConfiguration {
+    fn ca_bundles(&self) -> Vec<(&str, Option<&k8s_openapi::ByteString>)> {
+        self.webhooks.iter().flatten().map(|w| (w.name.as_str(), w.client_config.ca_bundle.as_ref())).collect()
     }
 }
