@@ -17,7 +17,7 @@ use dind_injector::namespace::{NamespaceView, StaticNamespaces};
 use dind_injector::policy::{Level, check_pod_security, validate_pod};
 use dind_injector::webhook::{self, ReviewContext};
 use serde_json::{Value, json};
-use support::apiserver::{RuntimeClass, after_mutation_in};
+use support::apiserver::{RuntimeClass, after_mutation_in, after_mutation_without_user_namespaces};
 use support::*;
 
 fn classes() -> Vec<RuntimeClass> {
@@ -96,6 +96,22 @@ fn sysbox_pods_of_every_runner_meet_baseline_as_they_are() {
         assert!(matches!(again.outcome, Outcome::Skip(inject::SkipReason::AlreadyInjected)), "{fixture}: {:?}", again.outcome);
         assert_eq!(status.isolation, Isolation::Sysbox);
         assert_eq!(status.runtime_class.as_deref(), Some("sysbox-runc"));
+    }
+}
+
+#[test]
+fn sysbox_pods_are_admitted_where_the_apiserver_drops_host_users() {
+    // Clusters before v1.33 (UserNamespacesSupport off by default) drop hostUsers from a new pod
+    // after the mutating webhooks: the validating webhook must not refuse every sysbox pod there.
+    for fixture in INJECTED_FIXTURES {
+        let pod = with_annotation(review_pod(fixture), "dind-injector.io/isolation", "sysbox");
+        let d = inject::plan_injection(&typed(&pod), &namespace("baseline"), &Config::default(), &cluster_with(&["sysbox-runc"]));
+        let Outcome::Inject(i) = d.outcome else { panic!("{fixture}: not injected: {:?}", d.outcome) };
+        let stored =
+            after_mutation_without_user_namespaces(&apply(&pod, &i.patch), &classes()).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        assert!(stored.pod["spec"].get("hostUsers").is_none(), "{fixture}: the model drops hostUsers");
+        assert_eq!(stored.pod["spec"]["runtimeClassName"], "sysbox-runc", "{fixture}");
+        assert_eq!(verdict_lines(&stored.pod, "baseline"), (false, vec![]), "{fixture}: admitted, nothing exempt");
     }
 }
 

@@ -267,11 +267,15 @@ fn isolation_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) 
             pod_class.map_or_else(|| "not set".to_owned(), |c| format!("{c:?}"))
         ));
     }
-    if isolation == Isolation::Sysbox && spec.host_users != Some(false) {
-        return Some(format!(
-            "the pod was injected for sysbox isolation, which runs it in a user namespace, but hostUsers is {}; set hostUsers: false, or recreate the pod and let dind-injector inject it",
-            spec.host_users.map_or_else(|| "not set".to_owned(), |h| h.to_string())
-        ));
+    // Not set is admitted: an apiserver whose UserNamespacesSupport gate is off (the default
+    // before v1.33) drops the `hostUsers: false` we add before the validating webhooks see the
+    // pod, and Sysbox runs it in a user namespace of its own then. Only an explicit opt-out is
+    // tampering.
+    if isolation == Isolation::Sysbox && spec.host_users == Some(true) {
+        return Some(
+            "the pod was injected for sysbox isolation, which runs it in a user namespace, but hostUsers is true; set hostUsers: false, or recreate the pod and let dind-injector inject it"
+                .to_owned(),
+        );
     }
     None
 }

@@ -13,7 +13,9 @@
 //! - an `IfNeeded` webhook is called again only when that re-run changed the pod;
 //! - host aliases with a duplicate IP are kept, with the apiserver's warning;
 //! - with [`after_mutation_in`], the RuntimeClass plugin: overhead and nodeSelector from the
-//!   class, a missing class refused.
+//!   class, a missing class refused;
+//! - with [`after_mutation_without_user_namespaces`], a cluster whose `UserNamespacesSupport`
+//!   gate is off (the default before v1.33): `hostUsers` dropped from a created pod.
 
 use serde_json::{Map, Value, json};
 
@@ -69,6 +71,19 @@ pub fn after_mutation_in(pod: &Value, classes: &[RuntimeClass]) -> Result<Stored
         for (k, v) in selector {
             spec["nodeSelector"][k] = v.clone();
         }
+    }
+    Ok(stored)
+}
+
+/// [`after_mutation_in`] on an apiserver whose `UserNamespacesSupport` feature gate is off (beta
+/// and off by default in v1.30 to v1.32; on by default from v1.33, locked on from v1.36): the pod
+/// strategy's `PrepareForCreate` drops `spec.hostUsers` of a new pod (`dropDisabledFields` in
+/// pkg/api/pod/util.go), after the mutating webhooks and before the validating ones. Not
+/// recorded (the recordings are v1.36); read from the apiserver's source.
+pub fn after_mutation_without_user_namespaces(pod: &Value, classes: &[RuntimeClass]) -> Result<Stored, String> {
+    let mut stored = after_mutation_in(pod, classes)?;
+    if let Some(spec) = stored.pod["spec"].as_object_mut() {
+        spec.remove("hostUsers");
     }
     Ok(stored)
 }
