@@ -299,3 +299,29 @@ fn explain_shows_the_cache_scope_and_path() {
     );
     assert!(text.contains("policy:     level baseline, mode enforce, sidecar \"dind\" exempt: allowed"), "the cache is exempt:\n{text}");
 }
+
+#[test]
+fn explain_shows_the_isolation_its_runtime_class_and_the_annotations_it_adds() {
+    let pod = fixtures_dir().join("pods/gitlab.json");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("kata.yaml");
+    std::fs::write(
+        &config,
+        "sidecar:\n  isolation: kata\nisolation:\n  kata:\n    runtimeClassName: kata-qemu\n    podAnnotations:\n      io.katacontainers.config.hypervisor.default_memory: \"4096\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let explain = |extra: &[&str]| {
+        let out =
+            bin().args(["explain", "--config"]).arg(&config).args(extra).arg("-f").arg(&pod).output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = explain(&[]);
+    assert!(text.contains("isolation:  kata: the sidecar is privileged inside the Kata VM"), "{text}");
+    assert!(text.contains("runtime class: kata-qemu (not checked here"), "{text}");
+    assert!(text.contains("pod annotation: io.katacontainers.config.hypervisor.default_memory: \"4096\""), "{text}");
+    // Against the cluster's classes: a missing one is not injected, and the reason names it.
+    let text = explain(&["--runtime-classes", "kata,sysbox-runc"]);
+    assert!(text.contains("RuntimeClass \"kata-qemu\", which this cluster does not have"), "{text}");
+    assert!(text.contains("runtime-class-missing"), "{text}");
+}

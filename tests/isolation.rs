@@ -340,3 +340,51 @@ fn the_apiserver_model_refuses_a_missing_class_as_the_apiserver_does() {
     let err = after_mutation_in(&pod, &classes()).err().unwrap_or_default();
     assert_eq!(err, "pods \"p\" is forbidden: pod rejected: RuntimeClass \"rc-missing\" not found");
 }
+
+#[test]
+fn a_modes_pod_annotations_are_added_unless_the_pod_sets_them() {
+    let mut config = Config::default();
+    config.isolation.kata.pod_annotations.insert("io.katacontainers.config.hypervisor.default_memory".into(), "4096".into());
+    config.isolation.sysbox.pod_annotations.insert("io.kubernetes.cri-o.userns-mode".into(), "auto:size=65536".into());
+    let cluster = cluster_with(&["sysbox-runc", "kata"]);
+    let inject_with = |config: &Config, pod: &Value, level: &str| -> Value {
+        match inject::plan_injection(&typed(pod), &namespace(level), config, &cluster).outcome {
+            Outcome::Inject(i) => after_mutation_in(&apply(pod, &i.patch), &classes()).unwrap_or_else(|e| panic!("{e}")).pod,
+            Outcome::Skip(r) => panic!("{}", r.message()),
+        }
+    };
+    for fixture in INJECTED_FIXTURES {
+        let base = review_pod(fixture);
+        let kata = inject_with(&config, &with_annotation(base.clone(), "dind-injector.io/isolation", "kata"), "privileged");
+        let annotations = &kata["metadata"]["annotations"];
+        assert_eq!(annotations["io.katacontainers.config.hypervisor.default_memory"], "4096", "{fixture}");
+        assert!(annotations.get("io.kubernetes.cri-o.userns-mode").is_none(), "{fixture}: only the mode's own");
+        assert!(annotations.get("dind-injector.io/status").is_some(), "{fixture}");
+        assert_eq!(verdict_lines(&kata, "privileged"), (true, vec![]), "{fixture}: still exempt");
+
+        // The pod's own value wins.
+        let mut own = with_annotation(base.clone(), "dind-injector.io/isolation", "kata");
+        own["metadata"]["annotations"]["io.katacontainers.config.hypervisor.default_memory"] = json!("8192");
+        let own = inject_with(&config, &own, "privileged");
+        assert_eq!(own["metadata"]["annotations"]["io.katacontainers.config.hypervisor.default_memory"], "8192", "{fixture}");
+
+        let sysbox = inject_with(&config, &with_annotation(base.clone(), "dind-injector.io/isolation", "sysbox"), "baseline");
+        assert_eq!(sysbox["metadata"]["annotations"]["io.kubernetes.cri-o.userns-mode"], "auto:size=65536", "{fixture}");
+        assert_eq!(verdict_lines(&sysbox, "baseline"), (false, vec![]), "{fixture}");
+
+        let privileged = inject_with(&config, &base, "privileged");
+        let annotations = privileged["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+        assert!(annotations.keys().all(|k| !k.starts_with("io.")), "{fixture}: privileged pods get none: {annotations:?}");
+    }
+
+    // A pod without any annotation (injection asked by label, mode by the configuration): the
+    // patch creates the map once.
+    let mut bare = review_pod("gitlab");
+    let asked = bare["metadata"]["annotations"]["dind-injector.io/inject"].clone();
+    bare["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+    bare["metadata"]["labels"]["dind-injector.io/inject"] = if asked.is_null() { json!("true") } else { asked };
+    config.sidecar.isolation = Isolation::Sysbox;
+    let pod = inject_with(&config, &bare, "baseline");
+    assert_eq!(pod["metadata"]["annotations"]["io.kubernetes.cri-o.userns-mode"], "auto:size=65536");
+    assert!(pod["metadata"]["annotations"].get("dind-injector.io/status").is_some());
+}

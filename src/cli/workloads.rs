@@ -92,6 +92,13 @@ impl InjectReport {
                         "not checked here (no cluster; --runtime-classes lists the cluster's)"
                     };
                     let _ = writeln!(s, "  runtime class: {class} ({checked})");
+                    for (key, value) in config.isolation.pod_annotations(st.isolation).into_iter().flatten() {
+                        let _ = writeln!(
+                            s,
+                            "  pod annotation: {key}: {value:?} (isolation.{}.podAnnotations, unless the pod sets it)",
+                            st.isolation.as_str()
+                        );
+                    }
                 }
                 match &st.cache {
                     Some(c) => {

@@ -1,6 +1,7 @@
 //! Isolation modes: whether a pod can take the one it gets, whether the cluster can serve it,
 //! and what it adds to the pod.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::PodSpec;
@@ -58,10 +59,19 @@ pub fn class_problem(isolation: Isolation, config: &Config, cluster: &ClusterInf
     }
 }
 
-/// Adds the pod-level fields of `isolation`: its runtime class, and for Sysbox `hostUsers: false`.
-pub fn add_to_pod(patch: &mut PatchBuilder, spec: &PodSpec, isolation: Isolation, config: &Config) {
+/// Adds the pod-level fields of `isolation`: its runtime class, for Sysbox `hostUsers: false`,
+/// and the mode's `podAnnotations` the pod does not set itself. Whether the pod has annotations
+/// afterwards.
+pub fn add_to_pod(
+    patch: &mut PatchBuilder,
+    spec: &PodSpec,
+    annotations: Option<&BTreeMap<String, String>>,
+    isolation: Isolation,
+    config: &Config,
+) -> bool {
+    let mut has_annotations = annotations.is_some();
     let Some(class) = config.isolation.runtime_class(isolation) else {
-        return;
+        return has_annotations;
     };
     if spec.runtime_class_name.as_deref() != Some(class) {
         patch.add(&["spec", "runtimeClassName"], class);
@@ -69,6 +79,13 @@ pub fn add_to_pod(patch: &mut PatchBuilder, spec: &PodSpec, isolation: Isolation
     if isolation == Isolation::Sysbox && spec.host_users != Some(false) {
         patch.add(&["spec", "hostUsers"], &false);
     }
+    for (key, value) in config.isolation.pod_annotations(isolation).into_iter().flatten() {
+        if !annotations.is_some_and(|a| a.contains_key(key)) {
+            patch.insert(&["metadata", "annotations"], has_annotations, key, value);
+            has_annotations = true;
+        }
+    }
+    has_annotations
 }
 
 #[cfg(test)]

@@ -377,7 +377,7 @@ fn decide(
     if settings.transport != Transport::Unix || listeners.needs_alias() {
         add_docker_host_alias(&mut patch, spec);
     }
-    isolation::add_to_pod(&mut patch, spec, isolation, config);
+    let has_annotations = isolation::add_to_pod(&mut patch, spec, pod_annotations, isolation, config);
 
     let template = sidecar_fingerprint(&plan.container);
     let mut volume_names = vec![names.storage.clone(), names.daemon_config.clone(), names.no_token.clone()];
@@ -401,7 +401,6 @@ fn decide(
             slots: c.slots,
         }),
     };
-    let has_annotations = pod_annotations.is_some();
     patch.insert(&["metadata", "annotations"], has_annotations, annotations::STATUS, &status.to_annotation());
     if settings.mode == SidecarMode::Container
         && !pod_annotations.is_some_and(|a| a.contains_key(annotations::DEFAULT_CONTAINER))
