@@ -753,14 +753,25 @@ fn known(names: &[&str]) -> RuntimeClasses {
     RuntimeClasses::Known(Arc::new(names.iter().map(|n| (*n).to_owned()).collect()))
 }
 
-#[tokio::test]
-async fn runtime_classes_are_listed_then_watched_and_kept_when_the_watch_is_lost() {
-    let (client, mut api) = mock_client();
-    let (tx, mut published) = tokio::sync::mpsc::unbounded_channel();
+/// The RuntimeClass watch on a mock apiserver: the apiserver's handle, the watch, what it
+/// publishes, and its running driver.
+fn runtime_class_watch() -> (
+    support::kube_mock::ApiHandle,
+    runtime_classes::RuntimeClassWatch,
+    tokio::sync::mpsc::UnboundedReceiver<RuntimeClasses>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (client, api) = mock_client();
+    let (tx, published) = tokio::sync::mpsc::unbounded_channel();
     let (watch, driver) = runtime_classes::start(client, move |classes| {
         let _ = tx.send(classes);
     });
-    let driver = tokio::spawn(driver);
+    (api, watch, published, tokio::spawn(driver))
+}
+
+#[tokio::test]
+async fn runtime_classes_are_listed_then_watched_and_kept_when_the_watch_is_lost() {
+    let (mut api, watch, mut published, driver) = runtime_class_watch();
     assert!(!watch.is_connected());
 
     let (method, uri, _, send) = next(&mut api).await;
@@ -796,12 +807,7 @@ async fn runtime_classes_are_listed_then_watched_and_kept_when_the_watch_is_lost
 
 #[tokio::test]
 async fn a_runtime_class_list_the_cluster_role_forbids_is_published_with_the_apiservers_reason() {
-    let (client, mut api) = mock_client();
-    let (tx, mut published) = tokio::sync::mpsc::unbounded_channel();
-    let (watch, driver) = runtime_classes::start(client, move |classes| {
-        let _ = tx.send(classes);
-    });
-    let driver = tokio::spawn(driver);
+    let (mut api, watch, mut published, driver) = runtime_class_watch();
 
     // What a real apiserver answers when the ClusterRole lacks the rule.
     let forbidden = "runtimeclasses.node.k8s.io is forbidden: User \"system:serviceaccount:dind-injector:dind-injector\" cannot list resource \"runtimeclasses\" in API group \"node.k8s.io\" at the cluster scope";
