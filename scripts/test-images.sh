@@ -2,7 +2,8 @@
 # Builds the images the pod-shaped job tests (tests/jobs.rs) run, offline from Debian's packages
 # (debootstrap; nothing comes from Docker Hub), into the test engine (scripts/test-engine.sh):
 #
-#   dind        the sidecar's image: Debian + docker.io and docker-cli + iptables + openssl + ca-certificates,
+#   dind        the sidecar's image: Debian + docker.io and docker-cli + iptables + openssl + ca-certificates
+#               + e2fsprogs (docker:dind has it too; the Kata sidecar's loop disk needs mkfs.ext4),
 #               with scripts/test-images/dockerd-entrypoint.sh and dind on PATH
 #   job         a CI job's image: Debian + docker-cli + docker-compose (v2, also a CLI plugin) + curl +
 #               busybox-static
@@ -56,7 +57,7 @@ if [ ! -s "$cache/dind-$key.tar" ] || [ ! -s "$cache/job-$key.tar" ]; then
 	mkdir -p "$work"
 	say "debootstrap $suite for the dind image (a few minutes, once; log: $log)"
 	debootstrap --variant=minbase \
-		--include=docker.io,docker-cli,iptables,openssl,ca-certificates,procps,xz-utils,pigz \
+		--include=docker.io,docker-cli,iptables,openssl,ca-certificates,procps,xz-utils,pigz,e2fsprogs \
 		"$suite" "$work/dind" "$mirror" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 	install -m 0755 "$here/test-images/dockerd-entrypoint.sh" "$work/dind/usr/local/bin/dockerd-entrypoint.sh"
 	install -m 0755 "$here/test-images/dind" "$work/dind/usr/local/bin/dind"

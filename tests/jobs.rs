@@ -558,3 +558,61 @@ fn buildkite_job_pod_finishes_and_its_finalizer_is_removed() {
     assert_eq!(answer["response"]["uid"], request["uid"], "{answer}");
     assert_eq!(answer["response"]["allowed"], json!(true), "/validate refused the finalizer removal: {answer}");
 }
+
+/// The sidecar's own log lines about Kata's data root.
+fn kata_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("dind-injector kata:")).collect()
+}
+
+/// Kata: in the VM the emptyDir at /var/lib/docker is virtio-fs, which overlayfs cannot take as
+/// its upper layer (dockerd would fail or fall back to vfs), so the sidecar loop-mounts an ext4
+/// disk there. The Kata sidecar is privileged (inside the VM), so the engine runs it as injected,
+/// twice: with the emptyDir as the pod has it (ext4 on this machine: overlayfs works, no disk),
+/// and with /var/lib/docker left on the container's own overlayfs root, which overlayfs cannot
+/// take as an upper layer either: the stand-in for virtio-fs. Then a build and a run.
+#[test]
+fn kata_sidecars_loop_mount_a_disk_where_overlayfs_cannot_sit() {
+    let test = "kata-loop-disk";
+    let Some(engine) = engine_or_skip(test) else {
+        return;
+    };
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        // A kernel without the loop driver: nothing to run the disk on here.
+        eprintln!("SKIPPED {test}: this machine has no /dev/loop-control");
+        return;
+    }
+    let p = gitlab(&[("dind-injector.io/isolation", "kata"), ("dind-injector.io/transport", "unix")]);
+    let (pod, sidecar, warnings) = injected(engine, &p);
+    assert!(pod.spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()) == Some("kata"), "{warnings:?}");
+    let daemon_json = inject::daemon_json_text(&Config::default().daemon);
+    let driver = "docker info --format 'driver={{.Driver}}'\n";
+
+    let sb = Sandbox::start(engine, test, &pod, &sidecar, p.job, Some(&daemon_json))
+        .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
+    let log = sb.all_logs(&sb.sidecar);
+    assert_eq!(kata_lines(&log), ["dind-injector kata: /var/lib/docker takes overlayfs as it is; no loop disk"], "{log}");
+    let run = sb.job(p.workdir, driver);
+    assert!(run.output.contains("driver=overlay2"), "{}", run.output);
+    drop(sb);
+
+    let mut on_rootfs = pod.clone();
+    let spec = on_rootfs.spec.as_mut().unwrap_or_else(|| panic!("no spec"));
+    for c in spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut()).filter(|c| c.name == sidecar) {
+        c.volume_mounts.iter_mut().for_each(|m| m.retain(|m| m.mount_path != "/var/lib/docker"));
+    }
+    let sb = Sandbox::start(engine, &format!("{test}-virtiofs"), &on_rootfs, &sidecar, p.job, Some(&daemon_json))
+        .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
+    let log = sb.all_logs(&sb.sidecar);
+    let lines = kata_lines(&log);
+    assert!(
+        lines.len() == 1
+            && lines[0].contains("cannot be overlayfs's upper layer: the data root is a")
+            && lines[0].contains("MiB ext4 loop disk"),
+        "{log}"
+    );
+    let fs = sb.in_sidecar("awk '$2 == \"/var/lib/docker\" { t = $3 } END { print t }' /proc/mounts");
+    assert_eq!(fs.trim(), "ext4", "the data root is the loop disk");
+    let (build, want) = script(Build);
+    let run = sb.job(p.workdir, &format!("{driver}{build}"));
+    assert!(run.ok && run.output.contains("driver=overlay2") && want.iter().all(|w| run.output.contains(w)), "{}\n{log}", run.output);
+}

@@ -80,7 +80,7 @@ impl InjectReport {
                     Isolation::Privileged => "the sidecar is privileged on the node: the namespace must enforce Pod Security privileged, and the validating webhook exempts that one container".to_owned(),
                     Isolation::Sysbox => "the sidecar is unprivileged, root only in the pod's user namespace (hostUsers: false): the pod meets Pod Security baseline as it is, with no exemption".to_owned(),
                     Isolation::Kata => format!(
-                        "the sidecar is privileged inside the Kata VM: the namespace must enforce Pod Security privileged, and the validating webhook exempts it only while the pod keeps RuntimeClass {:?}",
+                        "the sidecar is privileged inside the Kata VM (its data root an ext4 loop disk on the emptyDir where virtio-fs cannot take overlayfs): the namespace must enforce Pod Security privileged, and the validating webhook exempts it only while the pod keeps RuntimeClass {:?}",
                         class.unwrap_or_default()
                     ),
                 };

@@ -88,12 +88,64 @@ pub fn add_to_pod(
     has_annotations
 }
 
+/// The size of Kata's loop disk for an emptyDir of `storage_bytes`: a margin below the emptyDir's
+/// `sizeLimit` (1/32 of it, at least 64 MiB), so a full disk never gets the pod evicted for
+/// exceeding the limit. The image is sparse: it takes only what dockerd writes.
+pub fn kata_disk_bytes(storage_bytes: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let margin = (storage_bytes / 32).max(64 * MIB);
+    (storage_bytes.saturating_sub(margin) / MIB).max(64) * MIB
+}
+
+/// The part of the Kata sidecar's startup script that gives dockerd a data root overlayfs can
+/// use. In the VM the emptyDir at /var/lib/docker arrives over virtio-fs, which overlayfs cannot
+/// take as its upper layer (Kata's how-to-run-docker-with-kata), so dockerd would fail or fall
+/// back to the slow `vfs` driver. The script tries an overlay mount on /var/lib/docker; when it
+/// fails, an ext4 image of `disk_bytes` on the emptyDir is loop-mounted over /var/lib/docker (kept
+/// across restarts of the sidecar in the same pod, made anew when it does not mount). Everything
+/// is said in the sidecar's log.
+pub fn kata_disk_script(disk_bytes: u64) -> String {
+    format!(
+        r#"r=/var/lib/docker
+kata() {{ echo "dind-injector kata: $*" >&2; }}
+p="$r/.dind-injector-probe"
+if mkdir -p "$p/l" "$p/u" "$p/w" "$p/m" && mount -t overlay overlay -o "lowerdir=$p/l,upperdir=$p/u,workdir=$p/w" "$p/m" 2>/dev/null; then
+  umount "$p/m"
+  rm -rf "$p"
+  kata "$r takes overlayfs as it is; no loop disk"
+else
+  rm -rf "$p"
+  fs=$(awk -v r="$r" '$2 == r {{ t = $3 }} END {{ print t }}' /proc/mounts)
+  img="$r/dind-injector-disk.ext4"
+  disk() {{ rm -f "$img" && truncate -s {disk_bytes} "$img" && mkfs.ext4 -q -F -m 0 "$img"; }}
+  if ! command -v mkfs.ext4 >/dev/null 2>&1; then
+    kata "$r (${{fs:-?}}) cannot be overlayfs's upper layer and mkfs.ext4 is not in the sidecar image: dockerd may fall back to the slow vfs driver"
+  elif {{ [ -s "$img" ] && mount -o loop "$img" "$r" 2>/dev/null; }} || {{ disk && mount -o loop "$img" "$r"; }}; then
+    kata "$r (${{fs:-?}}) cannot be overlayfs's upper layer: the data root is a {disk_mib} MiB ext4 loop disk on it"
+  else
+    kata "could not loop-mount an ext4 disk over $r (${{fs:-?}}): dockerd may fall back to the slow vfs driver"
+  fi
+fi
+"#,
+        disk_mib = disk_bytes >> 20,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec(v: serde_json::Value) -> PodSpec {
         serde_json::from_value(v).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_kata_disk_stays_below_the_emptydir_limit() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(kata_disk_bytes(20 * GIB), 20 * GIB - 640 * (1 << 20));
+        assert_eq!(kata_disk_bytes(GIB), GIB - 64 * (1 << 20));
+        assert_eq!(kata_disk_bytes(0), 64 * (1 << 20), "never an empty disk");
+        assert!(kata_disk_script(GIB).contains("truncate -s 1073741824 "));
     }
 
     #[test]

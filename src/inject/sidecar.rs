@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
-use crate::config::{Config, Mtu, SidecarMode, Transport};
+use crate::config::{Config, Isolation, Mtu, SidecarMode, Transport};
 use crate::image::ImageRef;
 
 use super::cache::{CACHE_MOUNT, CachePlan};
@@ -90,6 +90,12 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
     let transport = settings.transport;
     let docker_major = ImageRef::parse(&settings.image).ok().and_then(|r| r.docker_major());
     let network_opt = docker_major.is_none_or(|m| m >= DEFAULT_NETWORK_OPT_SINCE);
+    // Kata: the emptyDir is virtio-fs in the VM, which overlayfs cannot use (isolation.rs). An
+    // unparsable storage never gets here (the configuration and the override are checked).
+    let kata_disk = (settings.isolation == Isolation::Kata).then(|| {
+        let bytes = crate::quantity::Quantity::parse(&settings.storage).map_or(0, |q| u64::try_from(q.milli() / 1000).unwrap_or(u64::MAX));
+        super::isolation::kata_disk_bytes(bytes)
+    });
 
     let mut args = vec!["dockerd".to_owned(), format!("--host={}", docker_host(transport, config))];
     if docker_host(transport, config) != OWN_SOCKET {
@@ -211,7 +217,7 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         command: Some(vec![
             "/bin/sh".to_owned(),
             "-ec".to_owned(),
-            startup_script(transport, settings.mtu, &sc.cert_dir, network_opt, cache),
+            startup_script(transport, settings.mtu, &sc.cert_dir, network_opt, cache, kata_disk),
             "dind-injector".to_owned(),
         ]),
         args: Some(args),
@@ -270,10 +276,20 @@ fn hold_until_ready(probe: &[String], timeout_secs: i32) -> Lifecycle {
 /// The sidecar's shell wrapper. The dockerd arguments stay in `args` where anyone can read them;
 /// the script only prepares TLS certificates and the MTU, then hands over to the image's
 /// entrypoint with `dockerd` first, so the entrypoint never adds its own `0.0.0.0` listener.
-pub fn startup_script(transport: Transport, mtu: Mtu, cert_dir: &str, network_opt: bool, cache: Option<&CachePlan>) -> String {
+pub fn startup_script(
+    transport: Transport,
+    mtu: Mtu,
+    cert_dir: &str,
+    network_opt: bool,
+    cache: Option<&CachePlan>,
+    kata_disk: Option<u64>,
+) -> String {
     let mut s = String::from("# dind-injector: prepare, then start dockerd with the arguments below.\n");
     if let Some(plan) = cache {
         s.push_str(&super::cache::slot_script(plan));
+    }
+    if let Some(bytes) = kata_disk {
+        s.push_str(&super::isolation::kata_disk_script(bytes));
     }
     if transport == Transport::TcpTls {
         // The image's entrypoint generates certificates only when it also adds a 0.0.0.0
@@ -340,11 +356,11 @@ mod tests {
     fn script_never_starts_dockerd_without_explicit_arguments() {
         for t in [Transport::Unix, Transport::Tcp, Transport::TcpTls] {
             for mtu in [Mtu::Auto, Mtu::Fixed(1400)] {
-                let s = startup_script(t, mtu, "/certs", true, None);
+                let s = startup_script(t, mtu, "/certs", true, None, None);
                 assert!(s.ends_with("exec dockerd-entrypoint.sh \"$@\"\n"), "{s}");
                 assert!(!s.contains("0.0.0.0"));
             }
         }
-        assert!(!startup_script(Transport::Unix, Mtu::Auto, "/certs", false, None).contains("default-network-opt"));
+        assert!(!startup_script(Transport::Unix, Mtu::Auto, "/certs", false, None, None).contains("default-network-opt"));
     }
 }

@@ -662,7 +662,7 @@ pub fn missing_capabilities() -> Vec<&'static str> {
 /// capability; where this machine's bounding set lacks one (some sandboxed CI hosts drop
 /// CAP_SYS_RESOURCE) runc refuses with "unable to apply caps: operation not permitted", so the
 /// same container is built from its parts: every capability the host has, no seccomp, AppArmor
-/// or masked /proc paths, every device allowed. What that leaves read-only (/sys and the cgroup
+/// or masked /proc paths, every device allowed, the host's loop devices. What that leaves read-only (/sys and the cgroup
 /// v1 hierarchies) the test image's `dind` wrapper makes writable, as privileged would.
 pub fn privileged_flags() -> Vec<String> {
     let missing = missing_capabilities();
@@ -680,6 +680,16 @@ pub fn privileged_flags() -> Vec<String> {
     }
     f.push("--device-cgroup-rule".into());
     f.push("a *:* rwm".into());
+    // --privileged also gives the container the host's device nodes; the loop devices are the
+    // ones a sidecar uses (the Kata sidecar's loop disk).
+    let mut loops: Vec<String> =
+        std::fs::read_dir("/dev").map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default();
+    loops.retain(|n| n == "loop-control" || n.strip_prefix("loop").is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())));
+    loops.sort();
+    for n in loops {
+        f.push("--device".into());
+        f.push(format!("/dev/{n}"));
+    }
     f
 }
 
