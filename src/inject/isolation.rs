@@ -110,11 +110,11 @@ pub fn kata_disk_script(disk_bytes: u64) -> String {
 kata() {{ echo "dind-injector kata: $*" >&2; }}
 p="$r/.dind-injector-probe"
 if mkdir -p "$p/l" "$p/u" "$p/w" "$p/m" && mount -t overlay overlay -o "lowerdir=$p/l,upperdir=$p/u,workdir=$p/w" "$p/m" 2>/dev/null; then
-  umount "$p/m"
-  rm -rf "$p"
+  umount "$p/m" 2>/dev/null || :
+  rm -rf "$p" 2>/dev/null || :
   kata "$r takes overlayfs as it is; no loop disk"
 else
-  rm -rf "$p"
+  rm -rf "$p" 2>/dev/null || :
   fs=$(awk -v r="$r" '$2 == r {{ t = $3 }} END {{ print t }}' /proc/mounts)
   img="$r/dind-injector-disk.ext4"
   disk() {{ rm -f "$img" && truncate -s {disk_bytes} "$img" && mkfs.ext4 -q -F -m 0 "$img"; }}
@@ -145,7 +145,16 @@ mod tests {
         assert_eq!(kata_disk_bytes(20 * GIB), 20 * GIB - 640 * (1 << 20));
         assert_eq!(kata_disk_bytes(GIB), GIB - 64 * (1 << 20));
         assert_eq!(kata_disk_bytes(0), 64 * (1 << 20), "never an empty disk");
-        assert!(kata_disk_script(GIB).contains("truncate -s 1073741824 "));
+        let script = kata_disk_script(GIB);
+        assert!(script.contains("truncate -s 1073741824 "));
+        // The sidecar runs under `sh -e`: cleaning up the probe must never end the script.
+        assert!(
+            script
+                .lines()
+                .filter(|l| l.trim_start().starts_with("rm ") || l.trim_start().starts_with("umount "))
+                .all(|l| l.ends_with("|| :")),
+            "{script}"
+        );
     }
 
     #[test]
