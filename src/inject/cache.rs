@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::annotations;
-use crate::config::{CacheMode, CacheScope, Config};
+use crate::config::{CacheMode, CacheScope, Config, Isolation};
+use crate::namespace::NamespaceView;
 
 use super::runner::Runner;
 
@@ -41,14 +42,14 @@ pub struct CachePlan {
     pub max_kib: u128,
 }
 
-/// The cache for a pod in `namespace`, or none (off in the configuration, or opted out), with a
-/// warning for every cache annotation that is not applied.
+/// The cache for a pod in `namespace` whose daemon runs with `isolation`, or none (off in the
+/// configuration, opted out, or the isolation mode cannot hold it), with a warning for every
+/// cache annotation that is not applied and for an isolation that rules the cache out.
 pub fn resolve(
     pod: &Pod,
     runner: Runner,
-    namespace: &str,
-    namespace_labels: &BTreeMap<String, String>,
-    namespace_annotations: &BTreeMap<String, String>,
+    namespace: &NamespaceView,
+    isolation: Isolation,
     config: &Config,
     warnings: &mut Vec<String>,
 ) -> Option<CachePlan> {
@@ -56,8 +57,8 @@ pub fn resolve(
     let mut on = c.mode == CacheMode::Node;
     let empty = BTreeMap::new();
     let layers = [
-        ("namespace label", namespace_labels),
-        ("namespace annotation", namespace_annotations),
+        ("namespace label", &namespace.labels),
+        ("namespace annotation", &namespace.annotations),
         ("pod annotation", pod.metadata.annotations.as_ref().unwrap_or(&empty)),
     ];
     for (source, map) in layers {
@@ -78,6 +79,22 @@ pub fn resolve(
     if !on {
         return None;
     }
+    let unusable = match isolation {
+        // A lock taken inside the VM is not a lock on the node's directory.
+        Isolation::Kata => Some("a Kata pod runs its own kernel, so the slot lock would not hold between pods"),
+        Isolation::Sysbox if namespace.pod_security_enforce() == Some("baseline") => {
+            Some("the namespace enforces Pod Security baseline, which forbids the cache's hostPath volume")
+        }
+        _ => None,
+    };
+    if let Some(why) = unusable {
+        warnings.push(format!(
+            "dind-injector: the node cache is not used for this pod ({} isolation): {why}; its daemon starts empty",
+            isolation.as_str()
+        ));
+        return None;
+    }
+    let namespace = &namespace.name;
     let name = match c.scope {
         CacheScope::Namespace => NAMESPACE_SCOPE.to_owned(),
         CacheScope::Project => project_key(pod, runner).map_or_else(|| NAMESPACE_SCOPE.to_owned(), |key| scope_name(runner, &key)),
@@ -221,7 +238,7 @@ mod tests {
     fn plan(p: &Pod, runner: Runner, config: &Config, ns_labels: &[(&str, &str)]) -> (Option<CachePlan>, Vec<String>) {
         let labels: BTreeMap<String, String> = ns_labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut w = Vec::new();
-        (resolve(p, runner, "ci", &labels, &BTreeMap::new(), config, &mut w), w)
+        (resolve(p, runner, &NamespaceView::new("ci", labels, BTreeMap::new()), Isolation::Privileged, config, &mut w), w)
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Container, EnvVar, HostAlias, Pod, PodSpec, Volume};
 
 use crate::annotations;
-use crate::config::{Config, Isolation, SidecarMode, Transport};
+use crate::config::{Config, SidecarMode, Transport};
 use crate::names::unique_name;
 use crate::namespace::NamespaceView;
 
@@ -321,24 +321,7 @@ fn decide(
     let workspace_setting = workspace::resolve(pod_annotations, &namespace.annotations, config, warnings);
     let candidates = compat::candidate_targets(spec, runner, &settings);
     let listeners = compat::plan_listeners(&mut settings, spec, &candidates, pod_annotations, &namespace.annotations, config, warnings);
-    let mut cache = cache::resolve(pod, runner, &namespace.name, &namespace.labels, &namespace.annotations, config, warnings);
-    if cache.is_some() {
-        let why = match isolation {
-            // A lock taken inside the VM is not a lock on the node's directory.
-            Isolation::Kata => Some("a Kata pod runs its own kernel, so the slot lock would not hold between pods"),
-            Isolation::Sysbox if namespace.pod_security_enforce() == Some("baseline") => {
-                Some("the namespace enforces Pod Security baseline, which forbids the cache's hostPath volume")
-            }
-            _ => None,
-        };
-        if let Some(why) = why {
-            warnings.push(format!(
-                "dind-injector: the node cache is not used for this pod ({} isolation): {why}; its daemon starts empty",
-                isolation.as_str()
-            ));
-            cache = None;
-        }
-    }
+    let cache = cache::resolve(pod, runner, namespace, isolation, config, warnings);
     let names = pick_names(spec, config, settings.transport, cache.is_some());
     let socket_group = spec
         .security_context
