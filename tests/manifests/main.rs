@@ -222,3 +222,23 @@ fn restricted_by_default_component_sends_every_pod() {
     assert_eq!(conditions, ["spec-changed"], "{o}: every pod CREATE and spec UPDATE is sent");
     assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
 }
+
+/// Tests (and test binaries) render the restricted-by-default overlay in parallel: however many
+/// ask for it at once, its kustomization.yaml is never seen other than whole.
+#[test]
+fn the_restricted_by_default_overlay_is_never_read_half_written() {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("overlay-race");
+    std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+    restricted_by_default_overlay(&tmp);
+    let path = tmp.join("restricted-by-default-overlay/kustomization.yaml");
+    let whole = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reads = 20_000;
+    let torn = std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| (0..2000).for_each(|_| drop(restricted_by_default_overlay(&tmp))));
+        }
+        let reader = s.spawn(|| (0..reads).filter(|_| std::fs::read_to_string(&path).ok().as_deref() != Some(whole.as_str())).count());
+        reader.join().unwrap_or_else(|_| panic!("the reader panicked"))
+    });
+    assert_eq!(torn, 0, "{torn} of {reads} reads saw a kustomization.yaml other than the whole one");
+}

@@ -64,6 +64,10 @@ pub fn overlays() -> Vec<String> {
 /// A kustomization in `tmp` (the test's CARGO_TARGET_TMPDIR) that adds the restricted-by-default
 /// component to the self-managed overlay, as docs/reliability.md tells users to; returns its
 /// directory relative to the repository root, for [`kustomize`].
+///
+/// Tests in parallel (and other test binaries: the directory is shared) render it while another
+/// asks for it: the file is written only when its content differs, and then whole, by renaming a
+/// file of this call's own, so `kubectl kustomize` never reads a truncated or half-written one.
 pub fn restricted_by_default_overlay(tmp: &Path) -> String {
     let dir = tmp.join("restricted-by-default-overlay");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
@@ -73,8 +77,20 @@ pub fn restricted_by_default_overlay(tmp: &Path) -> String {
         root.join("manifests/overlays/self-managed").display(),
         root.join("manifests/components/restricted-by-default").display()
     );
-    std::fs::write(dir.join("kustomization.yaml"), overlay).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    write_whole(&dir.join("kustomization.yaml"), &overlay);
     relative(&repo_root(), &dir).display().to_string()
+}
+
+/// Makes `path` hold `content` without a reader ever seeing anything else: nothing is written when
+/// it already does; otherwise a temporary file in the same directory is renamed over it.
+fn write_whole(path: &Path, content: &str) {
+    if std::fs::read_to_string(path).is_ok_and(|now| now == content) {
+        return;
+    }
+    let dir = path.parent().unwrap_or_else(|| panic!("{} has no directory", path.display()));
+    let mut file = tempfile::NamedTempFile::new_in(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    std::io::Write::write_all(&mut file, content.as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", file.path().display()));
+    file.persist(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// The Python of the chart tests' virtual environment (`HELM_VENV`, default `.venv-helm`).
