@@ -310,8 +310,19 @@ proptest! {
         let cluster = ClusterInfo::default();
         let out = webhook::mutate(text.as_bytes(), ReviewContext { config: &cfg, namespaces: &ns, cluster: &cluster });
         let v: Value = serde_json::from_slice(&out.body).unwrap_or_default();
+        prop_assert_eq!(&v["kind"], "AdmissionReview", "{}", text);
         if out.http_status == 200 {
             prop_assert_eq!(&v["response"]["uid"], "u-1");
+        } else {
+            // Not a review at all (the junk broke the JSON): refused as a bad request, saying why.
+            prop_assert_eq!(out.http_status, 400, "{}", text);
+            prop_assert_eq!(&v["response"]["allowed"], false, "{}", v);
+            prop_assert_eq!(&v["response"]["status"]["code"], 400, "{}", v);
+            prop_assert!(v["response"]["status"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", v);
+        }
+        // Whenever the body is JSON the uid can be read, and the answer carries it, whatever it is.
+        if serde_json::from_str::<Value>(&text).is_ok() {
+            prop_assert_eq!(&v["response"]["uid"], "u-1", "{}", text);
         }
     }
 }
