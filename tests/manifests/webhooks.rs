@@ -213,13 +213,19 @@ pub(crate) fn check_validating(r: &Rendered, service: &Service) -> ValidatingWeb
     }
     // The expressions are those of manifests/base/webhooks.yaml, which tests/cel_prefilter.rs
     // evaluates: no overlay patches them.
-    let base = std::fs::read_to_string(repo_root().join("manifests/base/webhooks.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    for condition in webhooks.iter().flat_map(|w| w.match_conditions.iter().flatten()) {
-        assert!(
-            base.contains(condition.expression.lines().next().unwrap_or_default()),
-            "{o}: matchCondition {} is not the one in manifests/base/webhooks.yaml",
-            condition.name
-        );
+    let base = base_match_conditions();
+    for webhook in &webhooks {
+        for condition in webhook.match_conditions.iter().flatten() {
+            let w = webhook.name.as_str();
+            let key = (w.to_owned(), condition.name.clone());
+            let written =
+                base.get(&key).unwrap_or_else(|| panic!("{o}: {w}: matchCondition {} is not in manifests/base/webhooks.yaml", key.1));
+            assert_eq!(
+                &condition.expression, written,
+                "{o}: {w}: matchCondition {} is not the one in manifests/base/webhooks.yaml",
+                condition.name
+            );
+        }
     }
 
     // Every opted-in namespace goes to exactly one of them, by its level label; a namespace
@@ -244,4 +250,23 @@ pub(crate) fn check_validating(r: &Rendered, service: &Service) -> ValidatingWeb
         assert_eq!(selected, [expected], "{o}: namespace labelled {POD_SECURITY}={value:?}");
     }
     config
+}
+
+/// The validating webhooks' matchConditions as manifests/base/webhooks.yaml writes them:
+/// (webhook, condition) -> the whole expression.
+fn base_match_conditions() -> BTreeMap<(String, String), String> {
+    let path = repo_root().join("manifests/base/webhooks.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut conditions = BTreeMap::new();
+    for doc in docs.into_iter().filter(|d| d["kind"] == "ValidatingWebhookConfiguration") {
+        let config: ValidatingWebhookConfiguration = serde_json::from_value(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for webhook in config.webhooks.into_iter().flatten() {
+            for condition in webhook.match_conditions.into_iter().flatten() {
+                conditions.insert((webhook.name.clone(), condition.name), condition.expression);
+            }
+        }
+    }
+    assert!(!conditions.is_empty(), "{}: no validating matchCondition", path.display());
+    conditions
 }
