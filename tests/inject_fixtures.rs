@@ -181,7 +181,14 @@ fn webhook_reviews_of_patched_pods_return_no_patch() {
 
 #[test]
 fn golden_files_hold_the_whole_injected_pod() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    // Only `UPDATE_GOLDEN=1` (what `make golden` sets) rewrites the files: any other value left in
+    // the environment (`UPDATE_GOLDEN=0`, an empty one) must not turn the comparison off.
+    let update = match std::env::var("UPDATE_GOLDEN") {
+        Ok(v) if v == "1" => true,
+        Ok(v) if v.is_empty() || v == "0" => false,
+        Err(std::env::VarError::NotPresent) => false,
+        other => panic!("UPDATE_GOLDEN={other:?}: only UPDATE_GOLDEN=1 (`make golden`) rewrites tests/golden/; unset it to compare"),
+    };
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let mut stale = Vec::new();
     for fixture in INJECTED_FIXTURES {
