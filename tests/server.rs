@@ -241,22 +241,41 @@ async fn rewritten_certificates_are_served_and_bad_ones_ignored() {
         assert!(serves(server.addr, &cas, &second).await, "the rewritten certificate is not served");
         assert_eq!(ok(kept.call("POST", "/mutate", fixture_bytes("gitlab")).await).status, 200);
 
-        for (cert, key) in [
-            ("-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n", second.tls_key_pem.as_str()),
+        // Each bad pair differs from the one before in one file, replaced whole: one new pair for
+        // the reloader, so one more failed reload once it has read it (the event each step waits
+        // for, however loaded the machine), and the rotated certificate still served.
+        let reload_failures = || async {
+            let metrics = server.health("/metrics").await.text();
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("dind_injector_certificate_reloads_total{result=\"failure\"} "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let before = reload_failures().await;
+        let bad_cert = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
+        for (step, (cert, key)) in [
+            (bad_cert, second.tls_key_pem.as_str()),
             (first.tls_cert_pem.as_str(), second.tls_key_pem.as_str()),
+            ("", second.tls_key_pem.as_str()),
             ("", ""),
-        ] {
-            ok(std::fs::write(server.dir.path().join("tls.crt"), cert));
-            ok(std::fs::write(server.dir.path().join("tls.key"), key));
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            assert_eq!(ok(tls_client::peer_leaf(server.addr, &cas).await), leaf_der(&second));
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            write_atomically(&server.dir.path().join("tls.crt"), cert);
+            write_atomically(&server.dir.path().join("tls.key"), key);
+            let expected = before + step as f64 + 1.0;
+            let read = eventually(Duration::from_secs(10), || async { reload_failures().await >= expected }).await;
+            assert!(read, "bad pair {step}: no failed reload counted within 10 s (expected {expected})");
+            assert_eq!(ok(tls_client::peer_leaf(server.addr, &cas).await), leaf_der(&second), "bad pair {step} replaced the certificate");
             assert_eq!(server.health("/readyz").await.status, 200);
         }
         let metrics = server.health("/metrics").await.text();
         assert!(metrics.contains("dind_injector_certificate_reloads_total{result=\"success\"} 1"), "{metrics}");
-        // At least one failure per bad pair (more when a poll saw a file half written).
+        // Exactly one failure per bad pair: each was read once, and none was taken.
         let failures = metric_value(&metrics, "dind_injector_certificate_reloads_total{result=\"failure\"}");
-        assert!(failures >= 3.0, "{metrics}");
+        assert_eq!(failures, before + 4.0, "{metrics}");
         assert!(metrics.contains("dind_injector_certificate_not_after_seconds "), "{metrics}");
         server.stop().await;
     })
@@ -298,7 +317,12 @@ async fn configuration_changes_apply_and_bad_ones_are_ignored() {
             eventually(Duration::from_secs(3), || async { server.post(Http::H1, "/mutate", big.clone()).await.status == 400 }).await;
         assert!(raised, "the new server.maxBodyBytes was not applied");
         write_atomically(&config, "server:\n  reloadInterval: 100ms\n  maxBodyBytes: 12\n  bogus: 1\n");
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Once the reloader has read (and refused) it: a failed reload is counted.
+        let refused = eventually(Duration::from_secs(10), || async {
+            server.health("/metrics").await.text().contains("dind_injector_config_reloads_total{result=\"failure\"} 1")
+        })
+        .await;
+        assert!(refused, "the bad configuration was not read within 10 s");
         assert_eq!(server.post(Http::H1, "/mutate", big).await.status, 400, "a bad configuration was applied");
         let metrics = server.health("/metrics").await.text();
         assert!(metrics.contains("dind_injector_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
