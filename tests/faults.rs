@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dind_injector::certs::DevCerts;
@@ -92,6 +92,8 @@ struct Worker {
     /// Send a request again, once, on a new connection whenever its connection failed under
     /// it. The test then checks with the server's counters that nothing was answered twice.
     retry_on_connection_error: bool,
+    /// Requests done so far by every worker of the load (answered or not): what a test waits on.
+    done: Arc<AtomicUsize>,
 }
 
 /// What a load task saw.
@@ -183,8 +185,19 @@ impl Worker {
             }
             let result = result.map(|_| ()).map_err(|f| f.message);
             seen.requests.push(Record { uid, at, latency: sent.elapsed(), result });
+            self.done.fetch_add(1, Ordering::Relaxed);
         }
         seen
+    }
+}
+
+/// Waits until the load has done `n` requests in all (`done` of its workers); panics after 20 s,
+/// a generous bound: the wait is for the requests, however slow the machine.
+async fn until_done(done: &AtomicUsize, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while done.load(Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "{what}: the load did {} of {n} requests within 20 s", done.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -254,6 +267,7 @@ async fn collect(tasks: Vec<JoinHandle<Seen>>) -> Totals {
 
 fn workers(addr: SocketAddr, cas: &[&str], count: usize, reconnect_every: u64, within: Duration) -> (Arc<AtomicBool>, Vec<Worker>) {
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let template = gitlab();
     let cas = Arc::new(cas.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>());
@@ -271,6 +285,7 @@ fn workers(addr: SocketAddr, cas: &[&str], count: usize, reconnect_every: u64, w
             stop_on_connect_error: false,
             retry_unprocessed: false,
             retry_on_connection_error: false,
+            done: Arc::clone(&done),
         })
         .collect();
     (stop, list)
@@ -360,12 +375,16 @@ async fn certificates_replaced_repeatedly_under_load_fail_no_request() {
         // Four tasks, HTTP/1.1 and HTTP/2; each makes a new connection (a new TLS handshake)
         // every 10 requests, so handshakes happen all through the rotations.
         let (stop, list) = workers(server.addr, &cas, 4, 10, Duration::from_secs(40));
+        let done = Arc::clone(&list[0].done);
         let load = start_load(list);
         // A keep-alive connection opened before the first rotation and used after the last.
         let mut kept = ok(tls_client::connect(server.addr, &cas, Tls::Any, Http::H2).await);
 
+        // Each rotation under load: 15 more requests done (a new connection every 10) before it.
+        let mut marker = 0;
         for (i, set) in sets.iter().enumerate().skip(1) {
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            marker = marker.max(done.load(Ordering::Relaxed)) + 15;
+            until_done(&done, marker, &format!("before rotation {i}")).await;
             if i <= ROTATIONS / 2 {
                 swap_in(server.dir.path(), &format!("..v{i}"), set);
             } else {
@@ -380,7 +399,7 @@ async fn certificates_replaced_repeatedly_under_load_fail_no_request() {
             }
             assert!(serves(server.addr, &cas, set).await, "rotation {i}: the new certificate is not served");
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        until_done(&done, done.load(Ordering::Relaxed) + 15, "after the last rotation").await;
         stop.store(true, Ordering::Relaxed);
         let t = collect(load).await;
         let kept_answer = ok(kept.call("POST", "/mutate", review_with_uid(&gitlab(), "kept")).await);
@@ -409,17 +428,32 @@ async fn certificates_replaced_repeatedly_under_load_fail_no_request() {
     .await;
 }
 
-/// A review whose body arrives in pieces over `over`, on its own connection.
-async fn trickled_review(addr: SocketAddr, ca: String, http: Http, uid: String, over: Duration) -> Result<(), String> {
+/// A review whose body arrives in pieces over `over`, on its own connection. `begun` counts it
+/// once the request is on its way: its headers sent, its first piece of body taken.
+async fn trickled_review(
+    addr: SocketAddr,
+    ca: String,
+    http: Http,
+    uid: String,
+    over: Duration,
+    begun: Arc<AtomicUsize>,
+) -> Result<(), String> {
     let mut conn = tls_client::connect(addr, &[&ca], Tls::Any, http).await?;
     let body = review_with_uid(&gitlab(), &uid);
     let (tx, streamed) = tls_client::streamed();
     let request = conn.request("POST", "/mutate", streamed)?;
     let pieces = 6;
     let sending = tokio::spawn(async move {
-        for chunk in body.chunks(body.len().div_ceil(pieces)) {
+        for (i, chunk) in body.chunks(body.len().div_ceil(pieces)).enumerate() {
             if tx.send(Bytes::copy_from_slice(chunk)).await.is_err() {
                 return;
+            }
+            if i == 0 {
+                // The client reads the body only once the headers are written.
+                while tx.capacity() < tx.max_capacity() && !tx.is_closed() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                begun.fetch_add(1, Ordering::Relaxed);
             }
             tokio::time::sleep(over / pieces as u32).await;
         }
@@ -450,17 +484,27 @@ async fn sigterm_under_load_drains_every_review_and_exits_within_the_grace_perio
             w.retry_unprocessed = true;
         }
         let started = list[0].started;
+        let done = Arc::clone(&list[0].done);
         let load = start_load(list);
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        until_done(&done, 100, "before the slow reviews").await;
 
         // Reviews whose bodies take 1.5 s to arrive: in flight when SIGTERM comes and still
         // after the shutdown delay, when the server stops accepting and drains.
+        let begun = Arc::new(AtomicUsize::new(0));
         let slow: Vec<JoinHandle<Result<(), String>>> = [Http::H1, Http::H2, Http::H1, Http::H2]
             .into_iter()
             .enumerate()
-            .map(|(i, http)| tokio::spawn(trickled_review(server.addr, ca.clone(), http, format!("slow-{i}"), Duration::from_millis(1500))))
+            .map(|(i, http)| {
+                let review = trickled_review(server.addr, ca.clone(), http, format!("slow-{i}"), Duration::from_millis(1500), Arc::clone(&begun));
+                tokio::spawn(review)
+            })
             .collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // All four in flight (headers sent, body arriving) before SIGTERM.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while begun.load(Ordering::Relaxed) < 4 {
+            assert!(Instant::now() < deadline, "the slow reviews did not all start within 20 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
 
         let term_at = started.elapsed();
         let term = Instant::now();
@@ -552,7 +596,12 @@ async fn a_review_stuck_past_the_grace_period_does_not_hold_the_exit() {
         let request = ok(conn.request("POST", "/mutate", body));
         ok(tx.send(Bytes::from_static(b"{\"apiVersion\":")).await);
         let stuck = tokio::spawn(async move { conn.send(request).await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // In flight (the server reads its body) before the shutdown, however long that takes.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.metrics().await.contains("dind_injector_inflight_reviews 1") {
+            assert!(Instant::now() < deadline, "the stuck review was not in flight within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
 
         let started = Instant::now();
         server.shutdown.trigger();
