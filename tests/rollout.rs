@@ -259,20 +259,30 @@ struct Record {
     result: Result<SocketAddr, String>,
 }
 
+/// A review done: when it was sent, and the replica that answered it (None: it failed).
+type Done = (Duration, Option<SocketAddr>);
+
 struct Load {
     started: Instant,
     stop: Arc<AtomicBool>,
+    /// The reviews done so far.
+    done: Arc<Mutex<Vec<Done>>>,
     tasks: Vec<JoinHandle<Vec<Record>>>,
 }
+
+/// How long a scenario waits for the load to get somewhere before it fails: generous, since the
+/// waits are for events (reviews done), not for time, and a loaded 2-core machine is slow.
+const PROGRESS: Duration = Duration::from_secs(30);
 
 impl Load {
     fn start(client: &Arc<GoClient>) -> Load {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(Mutex::new(Vec::new()));
         let template = Arc::new(support::review("gitlab"));
         let tasks = (0..CONCURRENCY)
             .map(|w| {
-                let (client, stop, template) = (Arc::clone(client), Arc::clone(&stop), Arc::clone(&template));
+                let (client, stop, template, done) = (Arc::clone(client), Arc::clone(&stop), Arc::clone(&template), Arc::clone(&done));
                 tokio::spawn(async move {
                     let mut records = Vec::new();
                     let mut n = 0;
@@ -288,13 +298,31 @@ impl Load {
                                 Ok(r) => r,
                                 Err(_) => Err("no answer within 10s".to_owned()),
                             };
+                        done.lock().unwrap_or_else(PoisonError::into_inner).push((at, result.as_ref().ok().copied()));
                         records.push(Record { uid, at, result });
                     }
                     records
                 })
             })
             .collect();
-        Load { started, stop, tasks }
+        Load { started, stop, done, tasks }
+    }
+
+    /// Waits until `enough` holds of the reviews done so far; panics after [`PROGRESS`].
+    async fn until(&self, what: &str, enough: impl Fn(&[Done]) -> bool) {
+        let deadline = Instant::now() + PROGRESS;
+        loop {
+            if enough(&self.done.lock().unwrap_or_else(PoisonError::into_inner)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not within {PROGRESS:?}: {what}");
+            sleep(20).await;
+        }
+    }
+
+    /// Waits until `n` reviews sent at `from` or later are done (answered or failed).
+    async fn until_done_since(&self, n: usize, from: Duration) {
+        self.until(&format!("{n} reviews sent after {}ms done", from.as_millis()), |d| d.iter().filter(|r| r.0 >= from).count() >= n).await;
     }
 
     async fn finish(self) -> Vec<Record> {
@@ -357,7 +385,8 @@ async fn replica_loss(http: Http) {
         }
         let client = GoClient::new(http, Arc::clone(&service), "localhost", replicas.iter().map(|r| r.ca.clone()).collect());
         let load = Load::start(&client);
-        sleep(500).await;
+        // Under load, the client's connections pooled: over a hundred reviews answered.
+        load.until("101 reviews answered before SIGTERM", |d| d.iter().filter(|r| r.1.is_some()).count() > 100).await;
 
         let addrs = [replicas[0].addr, replicas[1].addr];
         let leaving = busiest(&client, addrs).await;
@@ -366,7 +395,8 @@ async fn replica_loss(http: Http) {
         let exit = tokio::task::block_in_place(|| replicas[leaving].wait(Duration::from_secs(10)));
         let (status, exited) = exit.unwrap_or_else(|| panic!("the replica did not exit within 10s of SIGTERM"));
         let exit_at = exited.duration_since(load.started);
-        sleep(300).await;
+        // Reviews sent after the exit, to show none goes to the replica that left.
+        load.until_done_since(4 * CONCURRENCY, exit_at).await;
         let records = load.finish().await;
         service.stop.store(true, Ordering::Relaxed);
         for w in watchers {
@@ -417,7 +447,10 @@ async fn max_connection_age_spreads_pooled_reviews_over_both_replicas() {
             }
             let client = GoClient::new(http, Arc::clone(&service), "localhost", replicas.iter().map(|r| r.ca.clone()).collect());
             let load = Load::start(&client);
+            // Connections older than maxConnectionAge many times over, and enough reviews to
+            // count shares: both, however slow the machine.
             sleep(1500).await;
+            load.until("400 reviews answered", |d| d.iter().filter(|r| r.1.is_some()).count() >= 400).await;
             let records = load.finish().await;
             let failed = failures(&records);
             let shares: Vec<usize> = replicas.iter().map(|r| served_by(&records, r.addr, Duration::ZERO, Duration::MAX)).collect();
@@ -485,7 +518,7 @@ async fn deleting_the_secret_under_load_fails_no_review() {
         service.set(b.addr, true);
         let client = GoClient::new(Http::H1, Arc::clone(&service), service_name, vec![old.ca_bundle_pem.clone()]);
         let load = Load::start(&client);
-        sleep(300).await;
+        load.until("20 reviews answered by the old replicas", |d| d.iter().filter(|r| r.1.is_some()).count() >= 20).await;
 
         // The Secret is deleted; the first new replica makes a new one.
         let (kube, mut api) = mock_client();
@@ -507,15 +540,20 @@ async fn deleting_the_secret_under_load_fails_no_review() {
         // It patches caBundle to the new ca.crt: the apiserver makes a new client.
         let switched_at = load.started.elapsed();
         client.set_ca_bundle(vec![new.ca_bundle_pem.clone()]);
-        sleep(500).await;
+        // The new client at work while the old replicas still serve the old certificate.
+        load.until_done_since(50, switched_at).await;
 
         // The rollout goes on: one old replica terminates, the other reads the new Secret.
         let reloaded_at = load.started.elapsed();
         ok(new.write(&b.cert_dir().join("tls.crt"), &b.cert_dir().join("tls.key")));
         a.signal("TERM");
         let exit = tokio::task::block_in_place(|| a.wait(Duration::from_secs(10)));
-        assert!(exit.is_some_and(|(s, _)| s.success()), "the old replica did not exit cleanly: {exit:?}");
-        sleep(300).await;
+        let exited = match exit {
+            Some((status, at)) if status.success() => at.duration_since(load.started),
+            _ => panic!("the old replica did not exit cleanly: {exit:?}"),
+        };
+        // Reviews after the old replica has gone, on the reloaded one and the new one.
+        load.until_done_since(4 * CONCURRENCY, exited).await;
         let records = load.finish().await;
         service.stop.store(true, Ordering::Relaxed);
         for w in watchers {
