@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvFromSource, EnvVar, EphemeralContainer, HostAlias, Lifecycle, Pod, PodOS, PodSecurityContext, PodSpec,
-    Probe, SecurityContext, Volume, VolumeDevice, VolumeMount,
+    Probe, ResourceRequirements, SecurityContext, Volume, VolumeDevice, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Deserialize;
 
@@ -243,8 +244,9 @@ struct LeanSpec {
 }
 
 /// A container, an init container or an ephemeral container: what the decision, the Pod
-/// Security checks and the sidecar's fingerprint read. Not read: resources, resize and restart
-/// rules, stdin/tty, termination message settings, image pull policy.
+/// Security checks and the sidecar's fingerprint read. Not read: resources other than the
+/// ephemeral-storage limit, resize and restart rules, stdin/tty, termination message settings,
+/// image pull policy.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LeanContainer {
@@ -282,6 +284,30 @@ struct LeanContainer {
     lifecycle: Option<Lifecycle>,
     #[serde(default)]
     target_container_name: Option<String>,
+    #[serde(default)]
+    resources: Option<LeanResources>,
+}
+
+/// Of a container's resources, the one limit the decision reads: `ephemeral-storage` (whether
+/// the kubelet bounds the pod's total: inject/storage.rs). Other keys are skipped unbuilt.
+#[derive(Deserialize)]
+struct LeanResources {
+    #[serde(default)]
+    limits: Option<LeanLimits>,
+}
+
+#[derive(Deserialize)]
+struct LeanLimits {
+    #[serde(default, rename = "ephemeral-storage")]
+    ephemeral_storage: Option<Quantity>,
+}
+
+fn resources(r: Option<LeanResources>) -> Option<ResourceRequirements> {
+    let limit = r?.limits?.ephemeral_storage?;
+    Some(ResourceRequirements {
+        limits: Some(BTreeMap::from([("ephemeral-storage".to_owned(), limit)])),
+        ..ResourceRequirements::default()
+    })
 }
 
 impl From<LeanPod> for Pod {
@@ -348,6 +374,7 @@ macro_rules! from_lean_container {
                     liveness_probe: c.liveness_probe,
                     readiness_probe: c.readiness_probe,
                     lifecycle: c.lifecycle,
+                    resources: resources(c.resources),
                     $($extra: c.$extra,)*
                     ..$target::default()
                 }

@@ -325,3 +325,47 @@ fn explain_shows_the_isolation_its_runtime_class_and_the_annotations_it_adds() {
     assert!(text.contains("RuntimeClass \"kata-qemu\", which this cluster does not have"), "{text}");
     assert!(text.contains("runtime-class-missing"), "{text}");
 }
+
+/// `explain` shows every limit the pod will live under: the data root's sizeLimit, the sidecar's
+/// ephemeral-storage (a limit only when the pod's containers have one), memory and CPU; for Kata,
+/// the loop disk below the emptyDir's limit.
+#[test]
+fn explain_shows_every_limit_the_pod_lives_under() {
+    let explain = |pod: &std::path::Path, config: Option<&std::path::Path>| {
+        let mut cmd = bin();
+        cmd.arg("explain");
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = cmd.arg("-f").arg(pod).output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let fixture = fixtures_dir().join("pods/gitlab.json");
+    let text = explain(&fixture, None);
+    for expected in [
+        "limit:      /var/lib/docker: the emptyDir dind-storage up to 20Gi",
+        "limit:      ephemeral-storage: sidecar request 21Gi (the data root 20Gi plus 1Gi for its own layer and logs), no limit: no container of the pod has one",
+        "limit:      memory: request 512Mi, limit 4Gi, shared by dockerd and every container the job runs",
+        "limit:      cpu: request 500m, limit none",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut pod: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+    pod["spec"]["containers"][0]["resources"]["limits"]["ephemeral-storage"] = serde_json::json!("5Gi");
+    let bounded = dir.path().join("bounded.json");
+    std::fs::write(&bounded, pod.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let text = explain(&bounded, None);
+    assert!(
+        text.contains("limit:      ephemeral-storage: sidecar request and limit 21Gi (the data root 20Gi plus 1Gi for its own layer and logs); the pod's containers have ephemeral-storage limits"),
+        "{text}"
+    );
+
+    let config = dir.path().join("kata.yaml");
+    std::fs::write(&config, "sidecar:\n  isolation: kata\n  storage: 10Gi\n").unwrap_or_else(|e| panic!("{e}"));
+    let text = explain(&fixture, Some(&config));
+    assert!(text.contains("limit:      /var/lib/docker: an ext4 disk of 9920 MiB on the emptyDir dind-storage (sizeLimit 10Gi)"), "{text}");
+}

@@ -76,6 +76,16 @@ fn all_pods() -> Vec<(String, Value)> {
     for name in support::FIXTURES {
         out.push((format!("pods/{name}"), read(&format!("pods/{name}.json"))));
         out.push((format!("reviews/{name}"), support::review_pod(name)));
+        // With an ephemeral-storage limit on a job container and on an init container (the
+        // sidecar's limit depends on it: inject/storage.rs), beside the other resources.
+        let mut limited = support::review_pod(name);
+        limited["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"cpu": "1", "ephemeral-storage": "1Gi"}, "limits": {"memory": "1Gi", "ephemeral-storage": "5Gi"}});
+        out.push((format!("reviews/{name} with a container storage limit"), limited.clone()));
+        if let Some(first) = limited["spec"]["initContainers"].get_mut(0) {
+            first["resources"] = serde_json::json!({"limits": {"ephemeral-storage": "100Mi"}});
+            limited["spec"]["containers"][0]["resources"] = serde_json::json!({});
+            out.push((format!("reviews/{name} with an init container storage limit"), limited));
+        }
     }
     let dir = fixtures_dir().join("apiserver");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -200,13 +210,14 @@ fn a_pod_that_does_not_read_is_reported_by_the_lean_decode_too() {
         r#"{"metadata": {"annotations": {"a": 1}}}"#,
         r#"{"spec": {"containers": [{"name": "a", "env": [{"name": 3}]}]}}"#,
         r#"{"spec": {"hostNetwork": "yes"}}"#,
+        r#"{"spec": {"containers": [{"name": "a", "resources": {"limits": {"ephemeral-storage": {}}}}]}}"#,
         r#"["not", "a", "pod"]"#,
     ] {
         let e = pod::decode(bad).err().unwrap_or_else(|| panic!("{bad} read as a pod"));
         assert!(serde_json::from_str::<Pod>(bad).is_err(), "{bad}: the full decode reads it ({e})");
     }
     // What the lean decode skips is not read at all: a malformed field neither reads nor checks.
-    let skipped = r#"{"spec": {"containers": [{"name": "a", "resources": 5}], "tolerations": {}}}"#;
+    let skipped = r#"{"spec": {"containers": [{"name": "a", "stdin": 5, "resources": {"requests": 5}}], "tolerations": {}}}"#;
     assert!(pod::decode(skipped).is_ok());
 }
 

@@ -75,6 +75,9 @@ impl InjectReport {
                     i.settings.storage,
                     i.settings.mtu
                 );
+                for line in limit_lines(i, config) {
+                    let _ = writeln!(s, "  limit:      {line}");
+                }
                 let class = config.isolation.runtime_class(st.isolation);
                 let needs = match st.isolation {
                     Isolation::Privileged => "the sidecar is privileged on the node: the namespace must enforce Pod Security privileged, and the validating webhook exempts that one container".to_owned(),
@@ -155,6 +158,48 @@ impl InjectReport {
         s.push('\n');
         s
     }
+}
+
+/// Every limit the pod lives under because of the injection, and what happens past it.
+fn limit_lines(i: &inject::Injection, config: &Config) -> Vec<String> {
+    let st = &i.status;
+    let storage = &i.storage;
+    let mut lines = Vec::new();
+    let data_root = st.volumes.first().map(String::as_str).unwrap_or("storage");
+    match (&st.cache, st.isolation) {
+        (Some(c), _) => lines.push(format!(
+            "/var/lib/docker: a node cache slot under {} (hostPath: not counted by the kubelet; a slot over {} is emptied before use), or, when every slot is busy, the emptyDir {data_root} up to {}: past that the kubelet evicts the pod",
+            c.host_path, config.cache.max_slot_size, storage.data_root
+        )),
+        (None, Isolation::Kata) => lines.push(format!(
+            "/var/lib/docker: an ext4 disk of {} MiB on the emptyDir {data_root} (sizeLimit {}) where the VM's virtio-fs cannot take overlayfs; a full disk fails the job's write with \"no space left on device\", never the emptyDir's limit",
+            inject::isolation::kata_disk_bytes(u64::try_from(inject::storage::bytes(&storage.data_root)).unwrap_or(u64::MAX)) >> 20,
+            storage.data_root
+        )),
+        (None, _) => lines.push(format!(
+            "/var/lib/docker: the emptyDir {data_root} up to {} (images, build cache, the job's containers' layers, logs and volumes): past that the kubelet evicts the pod",
+            storage.data_root
+        )),
+    }
+    let own = inject::storage::format_bytes(u128::from(inject::storage::SIDECAR_OWN_STORAGE));
+    lines.push(match &storage.limit {
+        Some(limit) => format!(
+            "ephemeral-storage: sidecar request and limit {limit} (the data root {} plus {own} for its own layer and logs); the pod's containers have ephemeral-storage limits, so the kubelet holds the pod's total to their sum, this {limit} included: each container keeps the room it had",
+            storage.data_root
+        ),
+        None => format!(
+            "ephemeral-storage: sidecar request {} (the data root {} plus {own} for its own layer and logs), no limit: no container of the pod has one, so the kubelet holds the pod to no total, as before injection",
+            storage.request, storage.data_root
+        ),
+    });
+    lines.push(format!(
+        "memory: request {}, limit {}, shared by dockerd and every container the job runs{}",
+        i.settings.memory,
+        i.settings.memory_limit.as_deref().unwrap_or("none"),
+        if i.settings.memory_limit.is_some() { "; past it the kernel's OOM killer ends a process there" } else { "" }
+    ));
+    lines.push(format!("cpu: request {}, limit {}", i.settings.cpu, i.settings.cpu_limit.as_deref().unwrap_or("none (never throttled)")));
+    lines
 }
 
 /// Where the pod template sits in a workload of `kind`.

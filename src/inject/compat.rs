@@ -333,7 +333,8 @@ mod tests {
             shared: Some("certs".into()),
             cache: None,
         };
-        let plan = sidecar::build(&settings(Transport::TcpTls), &c, &names, 0, None);
+        let storage = crate::inject::storage::plan("20Gi", &PodSpec::default());
+        let plan = sidecar::build(&settings(Transport::TcpTls), &c, &names, 0, None, &storage);
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, bool);
         let table: [Case; 5] = [
             (&[], "/certs/client", false),

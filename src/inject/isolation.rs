@@ -90,11 +90,14 @@ pub fn add_to_pod(
 
 /// The size of Kata's loop disk for an emptyDir of `storage_bytes`: a margin below the emptyDir's
 /// `sizeLimit` (1/32 of it, at least 64 MiB), so a full disk never gets the pod evicted for
-/// exceeding the limit. The image is sparse: it takes only what dockerd writes.
+/// exceeding the limit (the margin holds the host filesystem's own blocks for the file's extents
+/// and the directory: the kubelet counts them too). The image is sparse: it takes only what dockerd
+/// writes. Never more than the limit less the margin, however small: an emptyDir too small for a
+/// disk gets none (mkfs fails, and the sidecar's log says so), never one that would outgrow it.
 pub fn kata_disk_bytes(storage_bytes: u64) -> u64 {
     const MIB: u64 = 1 << 20;
     let margin = (storage_bytes / 32).max(64 * MIB);
-    (storage_bytes.saturating_sub(margin) / MIB).max(64) * MIB
+    storage_bytes.saturating_sub(margin) / MIB * MIB
 }
 
 /// The part of the Kata sidecar's startup script that gives dockerd a data root overlayfs can
@@ -144,7 +147,11 @@ mod tests {
         const GIB: u64 = 1 << 30;
         assert_eq!(kata_disk_bytes(20 * GIB), 20 * GIB - 640 * (1 << 20));
         assert_eq!(kata_disk_bytes(GIB), GIB - 64 * (1 << 20));
-        assert_eq!(kata_disk_bytes(0), 64 * (1 << 20), "never an empty disk");
+        assert_eq!(kata_disk_bytes(100 << 20), 36 << 20);
+        for storage in [0, 64 << 20, 65 << 20, 100 << 20, 1 << 30, 3 << 30, 20 * GIB, 100 * GIB] {
+            let disk = kata_disk_bytes(storage);
+            assert!(disk + (64 << 20).min(storage) <= storage, "a {storage}-byte emptyDir gets a {disk}-byte disk: no margin left");
+        }
         let script = kata_disk_script(GIB);
         assert!(script.contains("truncate -s 1073741824 "));
         // The sidecar runs under `sh -e`: cleaning up the probe must never end the script.

@@ -11,6 +11,7 @@ pub mod runner;
 pub mod settings;
 mod shell;
 pub mod sidecar;
+pub mod storage;
 pub mod workspace;
 
 use std::collections::{BTreeSet, HashSet};
@@ -98,6 +99,8 @@ pub struct Injection {
     pub volumes: Vec<Volume>,
     /// The effective settings.
     pub settings: Settings,
+    /// The node disk the injection asks for and how the kubelet bounds it.
+    pub storage: storage::StoragePlan,
 }
 
 /// Why a pod was not injected.
@@ -330,7 +333,8 @@ fn decide(
         .and_then(|g| u32::try_from(g).ok())
         .or(config.sidecar.socket_group)
         .unwrap_or_else(|| access::socket_group(spec, &candidates, settings.transport, config, warnings));
-    let mut plan = sidecar::build(&settings, config, &names, socket_group, cache.as_ref());
+    let storage = storage::plan(&settings.storage, spec);
+    let mut plan = sidecar::build(&settings, config, &names, socket_group, cache.as_ref(), &storage);
     listeners.add_to(&mut plan.container);
 
     let targets = pick_targets(spec, runner, &settings, &plan, warnings);
@@ -392,7 +396,7 @@ fn decide(
         // kubectl logs/exec would otherwise pick the sidecar, now first in the list.
         patch.insert(&["metadata", "annotations"], true, annotations::DEFAULT_CONTAINER, &first.name);
     }
-    Ok(Injection { patch: patch.build(), status, sidecar: plan.container, volumes: plan.volumes, settings })
+    Ok(Injection { patch: patch.build(), status, sidecar: plan.container, volumes: plan.volumes, settings, storage })
 }
 
 /// Makes `docker` resolve to 127.0.0.1 (the `tcp://docker:237x` addresses of the runners' DinD

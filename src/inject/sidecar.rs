@@ -14,6 +14,7 @@ use crate::image::ImageRef;
 use super::cache::{CACHE_MOUNT, CachePlan};
 use super::settings::Settings;
 use super::shell::shell_quote;
+use super::storage::{EPHEMERAL_STORAGE, StoragePlan};
 
 /// The plain-TCP port, bound to 127.0.0.1 only.
 pub const TCP_PORT: u16 = 2375;
@@ -85,7 +86,14 @@ pub fn points_at_injected_daemon(value: &str, transport: Transport, config: &Con
 
 /// Builds the sidecar for `settings` with `names`; `socket_group` owns the Unix socket; `cache`
 /// is the node cache the daemon may take a slot of.
-pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket_group: u32, cache: Option<&CachePlan>) -> SidecarPlan {
+pub fn build(
+    settings: &Settings,
+    config: &Config,
+    names: &InjectedNames,
+    socket_group: u32,
+    cache: Option<&CachePlan>,
+    storage: &StoragePlan,
+) -> SidecarPlan {
     let sc = &config.sidecar;
     let transport = settings.transport;
     let docker_major = ImageRef::parse(&settings.image).ok().and_then(|r| r.docker_major());
@@ -125,14 +133,16 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         mount(&names.daemon_config, "/etc/docker", true),
         // The apiserver re-runs its ServiceAccount admission after this webhook and would mount
         // the pod's API token here; an empty read-only directory keeps the privileged daemon, and
-        // every container it runs, without Kubernetes credentials.
+        // every container it runs, without Kubernetes credentials. It has no sizeLimit: it stays
+        // empty, and an empty directory still measures a block, more than any tiny limit
+        // (storage.rs).
         mount(&names.no_token, SERVICE_ACCOUNT_TOKEN_PATH, true),
     ];
     let mut volumes = vec![
         Volume {
             name: names.storage.clone(),
             empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(K8sQuantity(settings.storage.clone())),
+                size_limit: Some(K8sQuantity(storage.data_root.clone())),
                 ..EmptyDirVolumeSource::default()
             }),
             ..Volume::default()
@@ -146,11 +156,7 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
             }),
             ..Volume::default()
         },
-        Volume {
-            name: names.no_token.clone(),
-            empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(K8sQuantity("1Ki".to_owned())), ..EmptyDirVolumeSource::default() }),
-            ..Volume::default()
-        },
+        Volume { name: names.no_token.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
     ];
     if let (Some(plan), Some(volume)) = (cache, &names.cache) {
         mounts.push(mount(volume, CACHE_MOUNT, false));
@@ -194,9 +200,10 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
     let mut requests = BTreeMap::from([
         ("cpu".to_owned(), K8sQuantity(settings.cpu.clone())),
         ("memory".to_owned(), K8sQuantity(settings.memory.clone())),
-        ("ephemeral-storage".to_owned(), K8sQuantity(settings.storage.clone())),
+        (EPHEMERAL_STORAGE.to_owned(), K8sQuantity(storage.request.clone())),
     ]);
-    let mut limits = BTreeMap::from([("ephemeral-storage".to_owned(), K8sQuantity(settings.storage.clone()))]);
+    let mut limits: BTreeMap<String, K8sQuantity> =
+        storage.limit.iter().map(|l| (EPHEMERAL_STORAGE.to_owned(), K8sQuantity(l.clone()))).collect();
     if let Some(l) = &settings.cpu_limit {
         limits.insert("cpu".to_owned(), K8sQuantity(l.clone()));
     }
@@ -224,7 +231,12 @@ pub fn build(settings: &Settings, config: &Config, names: &InjectedNames, socket
         // Empty: the image's entrypoint makes no certificates and adds no listener of its own. Written
         // without a value, as the apiserver stores an empty one.
         env: Some(vec![EnvVar { name: "DOCKER_TLS_CERTDIR".to_owned(), ..EnvVar::default() }]),
-        resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..ResourceRequirements::default() }),
+        // An empty map is not stored (omitempty), so it is not written.
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            limits: (!limits.is_empty()).then_some(limits),
+            ..ResourceRequirements::default()
+        }),
         // Privileged on the node, or inside the Kata VM; under Sysbox dockerd runs as root in the
         // pod's user namespace, unprivileged and with no capability added.
         security_context: Some(SecurityContext {

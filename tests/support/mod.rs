@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod binary;
 pub mod cel;
 pub mod kube_mock;
+pub mod kubelet;
 pub mod render;
 pub mod serve;
 pub mod tls_client;
