@@ -52,9 +52,21 @@ fn start(engine: &'static Engine, test: &str, node: &Path, namespace: &str, conf
 
 const WORKDIR: &str = "/builds/acme/webapp";
 
+/// What every job script starts with. Nothing is pulled: the images the jobs build FROM and run
+/// are in the nested daemon already (the sandbox loads busybox from the images
+/// scripts/test-images.sh builds), and runs say `--pull never`; without them a job fails at once,
+/// naming the step that should have made them, instead of trying a registry.
+const LOCAL_IMAGES: &str = "docker image inspect busybox >/dev/null 2>&1 || { echo 'busybox is not in the nested daemon: the sandbox \
+loads it (tests/support/engine.rs) from the images scripts/test-images.sh builds (make test-deps); nothing is pulled' >&2; exit 1; }\n";
+
+/// `script`, after [`LOCAL_IMAGES`].
+fn local(script: &str) -> String {
+    format!("{LOCAL_IMAGES}{script}")
+}
+
 /// Runs `script` in the job; panics with its output unless it succeeds.
 fn job(sb: &Sandbox, script: &str) -> String {
-    let run = sb.job(WORKDIR, script);
+    let run = sb.job(WORKDIR, &local(script));
     assert!(run.ok, "{}: the job failed (exit {:?}):\n{}\n--- sidecar log:\n{}", sb.what, run.code, run.output, sb.logs(&sb.sidecar));
     run.output
 }
@@ -74,15 +86,15 @@ fn cache_line(sb: &Sandbox) -> String {
 const SLOW_BUILD: &str = r#"mkdir -p ctx
 printf 'FROM busybox\nRUN sleep 3 && echo one > /one\nRUN sleep 3 && echo two > /two\nRUN sleep 3 && echo three > /three\nCMD ["cat", "/one", "/two", "/three"]\n' > ctx/Dockerfile
 docker build -t slow-app:1 ctx
-docker run --rm slow-app:1
+docker run --pull never --rm slow-app:1
 "#;
 
 /// What a job leaves behind that the next one must not find: a stopped container named `x`, a
 /// running one with a restart policy, a volume with data in it, and a network.
-const LEAVE_BEHIND: &str = r#"docker run --name leftover busybox true
-docker run -d --name db --restart always busybox sleep 600 >/dev/null
+const LEAVE_BEHIND: &str = r#"docker run --pull never --name leftover busybox true
+docker run --pull never -d --name db --restart always busybox sleep 600 >/dev/null
 docker volume create jobdata >/dev/null
-docker run --rm -v jobdata:/d busybox sh -c 'echo job-one-secret > /d/secret'
+docker run --pull never --rm -v jobdata:/d busybox sh -c 'echo job-one-secret > /d/secret'
 docker network create jobnet >/dev/null
 echo "left: $(docker ps -aq | wc -l) containers, $(docker volume ls -q | wc -l) volumes"
 "#;
@@ -91,7 +103,7 @@ const WHAT_IS_LEFT: &str = r#"echo "images: $(docker images --format '{{.Reposit
 echo "containers: [$(docker ps -aq | tr '\n' ' ')]"
 echo "volumes: [$(docker volume ls -q | tr '\n' ' ')]"
 echo "networks: [$(docker network ls --format '{{.Name}}' | sort | tr '\n' ' ')]"
-docker run --name leftover busybox echo the-name-leftover-is-free
+docker run --pull never --name leftover busybox echo the-name-leftover-is-free
 "#;
 
 #[test]
@@ -149,13 +161,13 @@ fn jobs_at_once_take_different_slots_and_both_succeed() {
     let (ra, rb) = (job(&a, root), job(&b, root));
     assert!(ra.contains("root=/var/lib/docker-slot-1") && rb.contains("root=/var/lib/docker-slot-2"), "{test}: {ra:?} {rb:?}");
     // Each sees its own slot only: the scope's other slots are not mounted in the daemon.
-    let peek = "docker run --rm -v /var/lib/dind-injector-cache:/c busybox ls /c | tr '\\n' ' '; echo end\n";
+    let peek = "docker run --pull never --rm -v /var/lib/dind-injector-cache:/c busybox ls /c | tr '\\n' ' '; echo end\n";
     let seen = job(&a, peek);
     assert!(!seen.contains("slot-2"), "{test}: one daemon sees the scope's other slots: {seen}");
-    let build = "printf 'FROM busybox\\nRUN echo at-once > /x\\nCMD [\"cat\", \"/x\"]\\n' > Dockerfile\ndocker build -q -t at-once . >/dev/null\ndocker run --rm at-once\n";
+    let build = "printf 'FROM busybox\\nRUN echo at-once > /x\\nCMD [\"cat\", \"/x\"]\\n' > Dockerfile\ndocker build -q -t at-once . >/dev/null\ndocker run --pull never --rm at-once\n";
     let (oa, ob) = std::thread::scope(|s| {
-        let ha = s.spawn(|| a.job(WORKDIR, build));
-        let hb = s.spawn(|| b.job(WORKDIR, build));
+        let ha = s.spawn(|| a.job(WORKDIR, &local(build)));
+        let hb = s.spawn(|| b.job(WORKDIR, &local(build)));
         (ha.join().unwrap_or_else(|_| panic!("job a panicked")), hb.join().unwrap_or_else(|_| panic!("job b panicked")))
     });
     assert!(oa.ok && oa.output.contains("at-once"), "{test}: a: {}", oa.output);
@@ -172,7 +184,7 @@ fn a_killed_sidecar_frees_its_slot_for_the_next_job() {
     let node = tempfile::Builder::new().prefix("dij-node-").tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = config(engine, 1, "20Gi");
     let first = start(engine, &format!("{test}-1"), node.path(), "ci", &config);
-    job(&first, "docker run -d --name long busybox sleep 600 >/dev/null\ndocker pull busybox >/dev/null 2>&1 || true\n");
+    job(&first, "docker run --pull never -d --name long busybox sleep 600 >/dev/null\n");
     // Mid-job, the node loses the pod: SIGKILL, no shutdown of dockerd.
     engine.docker(&["kill", "-s", "KILL", &first.sidecar]).unwrap_or_else(|e| panic!("{e}"));
     let second = start(engine, &format!("{test}-2"), node.path(), "ci", &config);
@@ -216,11 +228,11 @@ fn all_slots_busy_starts_cold_and_the_log_says_why() {
     assert!(line.contains("all 1 slots of scope ci/namespace busy, starting cold"), "{test}: {line}");
     let out = job(
         &cold,
-        "docker info --format 'root={{.DockerRootDir}}'\nprintf 'FROM busybox\\nRUN echo cold > /x\\nCMD [\"cat\", \"/x\"]\\n' > Dockerfile\ndocker build -q -t c . >/dev/null\ndocker run --rm c\n",
+        "docker info --format 'root={{.DockerRootDir}}'\nprintf 'FROM busybox\\nRUN echo cold > /x\\nCMD [\"cat\", \"/x\"]\\n' > Dockerfile\ndocker build -q -t c . >/dev/null\ndocker run --pull never --rm c\n",
     );
     assert!(out.contains("root=/var/lib/docker\n") && out.contains("cold"), "{test}: {out}");
     // The cold daemon cannot reach the busy slot either.
-    let peek = job(&cold, "docker run --rm -v /var/lib/dind-injector-cache:/c busybox ls /c | tr '\\n' ' '; echo end\n");
+    let peek = job(&cold, "docker run --pull never --rm -v /var/lib/dind-injector-cache:/c busybox ls /c | tr '\\n' ' '; echo end\n");
     assert!(!peek.contains("slot-1"), "{test}: {peek}");
     end(cold);
     end(holder);
@@ -258,12 +270,12 @@ printf '%s\n' 'FROM 127.0.0.1:5000/ci/job:1' \
   'RUN cat /app/src/commit > /app/built && sleep 1' \
   'CMD ["cat", "/app/built"]' > app/Dockerfile
 docker build -t app:ci app >/dev/null
-docker run --rm app:ci >/dev/null
+docker run --pull never --rm app:ci >/dev/null
 "#;
 
 /// A job that needs several images (its services and tools).
 const SEVERAL_IMAGES: &str = r#"for i in job dind docker-cli busybox; do docker pull -q 127.0.0.1:5000/ci/$i:1 >/dev/null; done
-docker run --rm 127.0.0.1:5000/ci/busybox:1 true
+docker run --pull never --rm 127.0.0.1:5000/ci/busybox:1 true
 "#;
 
 /// The README's cold/warm table: the representative build, a job pulling several images from a
