@@ -1,7 +1,7 @@
 #!/bin/sh
 # The test dind image's entrypoint: what the docker:dind image's dockerd-entrypoint.sh does when
 # it is given an explicit `dockerd ...` command line (the only form the injector uses), written
-# for a Debian image. No default listeners, no certificates: with `dockerd` first the official
+# for a Debian image: the pid file removed, `dind docker-init -- dockerd ...` run. No default listeners, no certificates: with `dockerd` first the official
 # entrypoint adds neither.
 set -eu
 
@@ -31,4 +31,7 @@ else
 	echo "dockerd-entrypoint.sh (test image): neither iptables backend works here; dockerd will say why" >&2
 fi
 
-exec /usr/local/bin/dind "$@"
+# docker-init (tini) as PID 1, as the official entrypoint inserts it for `dockerd`: it reaps the
+# containerd-shim processes of finished containers, which dockerd as PID 1 leaves as zombies
+# (docker-library/docker#318; README fact 11 in tests/fixtures/apiserver/).
+exec /usr/local/bin/dind docker-init -- "$@"

@@ -114,7 +114,18 @@ fn start_engine() -> Result<Engine, String> {
     }
     sweep_leftovers(&host);
     let mut engine = Engine { host, images, inner_images, dind_version: String::new() };
-    let v = engine.docker(&["run", "--rm", "--network", "none", "--entrypoint", "dockerd", &engine.images["dind"], "--version"])?;
+    let v = engine.docker(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "none",
+        "--entrypoint",
+        "dockerd",
+        &engine.images["dind"],
+        "--version",
+    ])?;
     engine.dind_version = v
         .split_whitespace()
         .nth(2)
@@ -339,6 +350,8 @@ impl Sandbox {
         let mut args: Vec<String> = vec![
             "run".into(),
             "-d".into(),
+            "--pull".into(),
+            "never".into(),
             "--name".into(),
             sb.pause.clone(),
             "--network".into(),
@@ -453,8 +466,16 @@ impl Sandbox {
         psc: &k8s_openapi::api::core::v1::PodSecurityContext,
         keep_alive: bool,
     ) -> Result<Vec<String>, String> {
-        let mut a: Vec<String> =
-            vec!["run".into(), "-d".into(), "--name".into(), name.into(), "--network".into(), format!("container:{}", self.pause)];
+        let mut a: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--pull".into(),
+            "never".into(),
+            "--name".into(),
+            name.into(),
+            "--network".into(),
+            format!("container:{}", self.pause),
+        ];
         a.extend(["--ipc".into(), format!("container:{}", self.pause)]);
         let sc = c.security_context.clone().unwrap_or_default();
         if sc.privileged == Some(true) {
@@ -591,11 +612,35 @@ impl Sandbox {
         self.all_logs(&self.sidecar).lines().filter(|l| l.contains("dind-injector cache:")).map(str::to_owned).collect()
     }
 
-    /// A command in the sidecar (inspection only: the network namespace, the iptables backend).
+    /// A command in the sidecar (inspection only: the network namespace, the iptables backend);
+    /// what it printed. Panics when it cannot run or exits non-zero: an error's text must never
+    /// stand in for what a check reads.
     pub fn in_sidecar(&self, script: &str) -> String {
-        self.exec_in(&self.sidecar.clone(), &["/bin/sh", "-c", script], None)
-            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
-            .unwrap_or_else(|e| e)
+        match self.exec_in(&self.sidecar.clone(), &["/bin/sh", "-c", script], None) {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => panic!(
+                "{}: `{script}` in the sidecar exited {}:\n{}{}\nsidecar log:\n{}",
+                self.what,
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+                self.logs(&self.sidecar)
+            ),
+            Err(e) => panic!("{}: `{script}` in the sidecar: {e}", self.what),
+        }
+    }
+
+    /// What the kubelet counts for `container` (the engine's name): its writable layer (overlay2's
+    /// upper directory) and its log file, in bytes, as `measure` measures a path.
+    pub fn layer_and_log(&self, container: &str, measure: impl Fn(&Path) -> u64) -> Result<u64, String> {
+        let out = self.engine.docker(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}\n{{.LogPath}}", container])?;
+        let mut lines = out.lines();
+        let upper = lines.next().unwrap_or_default().trim();
+        let log = lines.next().unwrap_or_default().trim();
+        if upper.is_empty() || upper == "<no value>" {
+            return Err(format!("{container}: the engine reports no writable layer (storage driver not overlay2?): {out:?}"));
+        }
+        Ok(measure(Path::new(upper)) + if log.is_empty() { 0 } else { measure(Path::new(log)) })
     }
 }
 
