@@ -100,11 +100,15 @@ pub enum Isolation {
     /// Kata Containers: the pod is a lightweight VM and the privileged sidecar is privileged
     /// inside the VM only; exempt only while the pod keeps the Kata runtime class.
     Kata,
+    /// Kubernetes user namespaces (`hostUsers: false`, 1.33+), no extra runtime: an unprivileged
+    /// sidecar with `SYS_ADMIN` and `NET_ADMIN` in the pod's user namespace only; exempt only while
+    /// the pod keeps `hostUsers: false`.
+    Userns,
 }
 
 impl Isolation {
     /// Every mode.
-    pub const ALL: [Isolation; 3] = [Isolation::Privileged, Isolation::Sysbox, Isolation::Kata];
+    pub const ALL: [Isolation; 4] = [Isolation::Privileged, Isolation::Sysbox, Isolation::Kata, Isolation::Userns];
 
     /// The spelling used in the configuration, annotations and the status record.
     pub fn as_str(self) -> &'static str {
@@ -112,17 +116,13 @@ impl Isolation {
             Isolation::Privileged => "privileged",
             Isolation::Sysbox => "sysbox",
             Isolation::Kata => "kata",
+            Isolation::Userns => "userns",
         }
     }
 
     /// Parses the annotation spelling.
     pub fn parse(s: &str) -> Option<Self> {
         Isolation::ALL.into_iter().find(|i| i.as_str() == s.trim())
-    }
-
-    /// Whether the sidecar is a privileged container (on the node, or in the Kata VM).
-    pub fn privileged_sidecar(self) -> bool {
-        self != Isolation::Sysbox
     }
 }
 

@@ -369,3 +369,32 @@ fn explain_shows_every_limit_the_pod_lives_under() {
     let text = explain(&fixture, Some(&config));
     assert!(text.contains("limit:      /var/lib/docker: an ext4 disk of 9920 MiB on the emptyDir dind-storage (sizeLimit 10Gi)"), "{text}");
 }
+
+/// `explain` for a `userns` pod: what the pod gets, what the cluster needs, and which cgroup mode
+/// to expect.
+#[test]
+fn explain_says_what_userns_needs_and_which_daemon_to_expect() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("userns.yaml");
+    std::fs::write(&config, "sidecar:\n  isolation: userns\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = bin()
+        .args(["explain", "--config"])
+        .arg(&config)
+        .arg("-f")
+        .arg(fixtures_dir().join("pods/gitlab.json"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "isolation:  userns: the pod runs in a user namespace of its own (hostUsers: false, Kubernetes 1.33+)",
+        "adds only SYS_ADMIN and NET_ADMIN, procMount Unmasked and seccomp Unconfined",
+        "exempts exactly this sidecar only while the pod keeps hostUsers: false",
+        "otherwise --rootless, where inner limits are not applied",
+        "limit:      inner limits:",
+        "add /spec/hostUsers",
+        "policy:     level baseline, mode enforce, sidecar \"dind\" exempt: allowed",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}

@@ -823,7 +823,8 @@ async fn a_runtime_class_list_the_cluster_role_forbids_is_published_with_the_api
     // What a pod asking for sysbox is told, and what readiness says.
     let config = dind_injector::config::Config::default();
     let cluster = ClusterInfo { runtime_classes: RuntimeClasses::Unlisted(Arc::clone(&error)), ..ClusterInfo::default() };
-    let reason = isolation::class_problem(Isolation::Sysbox, &config, &cluster).unwrap_or_else(|| panic!("sysbox was not refused"));
+    let reason = isolation::class_problem(&dind_injector::inject::mode::Mode::of(Isolation::Sysbox, &config), &cluster)
+        .unwrap_or_else(|| panic!("sysbox was not refused"));
     assert_eq!(reason.label(), "runtime-classes-unknown");
     assert!(reason.message().contains("is forbidden") && reason.message().contains("grant its ClusterRole"), "{}", reason.message());
 

@@ -388,3 +388,150 @@ fn a_modes_pod_annotations_are_added_unless_the_pod_sets_them() {
     assert_eq!(pod["metadata"]["annotations"]["io.kubernetes.cri-o.userns-mode"], "auto:size=65536");
     assert!(pod["metadata"]["annotations"].get("dind-injector.io/status").is_some());
 }
+
+/// `userns` (issue 33): `hostUsers: false`, a sidecar that is not privileged and adds only
+/// SYS_ADMIN and NET_ADMIN, with procMount Unmasked and seccomp Unconfined; no RuntimeClass; the
+/// pod keeps everything else the privileged injection gives it.
+#[test]
+fn userns_pods_get_a_user_namespace_and_the_smallest_sidecar_that_works() {
+    for fixture in INJECTED_FIXTURES {
+        let (pod, status) = stored(fixture, "userns", "privileged");
+        assert_eq!(pod["spec"]["hostUsers"], false, "{fixture}");
+        assert!(pod["spec"].get("runtimeClassName").is_none(), "{fixture}: no RuntimeClass by default");
+        let dind = sidecar(&pod, &status.container);
+        assert_eq!(
+            dind["securityContext"],
+            json!({"capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"]}, "procMount": "Unmasked", "runAsNonRoot": false, "runAsUser": 0, "seccompProfile": {"type": "Unconfined"}}),
+            "{fixture}"
+        );
+        let script = dind["command"][2].as_str().unwrap_or_default();
+        assert!(script.contains("--rootless") && script.contains("dind-injector userns:"), "{fixture}: the cgroup choice is in the script");
+        // Baseline without the exemption: exactly the capabilities and the seccomp profile
+        // (procMount Unmasked is baseline in a user namespace); with it, nothing.
+        let without: BTreeSet<&str> = check_pod_security(&typed(&pod), Level::Baseline, None).iter().map(|v| v.control.id()).collect();
+        assert_eq!(without, BTreeSet::from(["capabilities_baseline", "seccompProfile_baseline"]), "{fixture}");
+        assert_eq!(verdict_lines(&pod, "privileged"), (true, vec![]), "{fixture}");
+        assert_eq!(status.isolation, Isolation::Userns);
+        assert_eq!(status.runtime_class, None);
+    }
+    // A configured RuntimeClass (a cgroup-writable handler) and a Localhost seccomp profile.
+    let mut config = Config::default();
+    config.isolation.userns.runtime_class_name = Some("runc-cgroup-writable".into());
+    config.isolation.userns.seccomp_profile =
+        dind_injector::config::SeccompConfig { type_: "Localhost".into(), localhost_profile: Some("profiles/dind-userns.json".into()) };
+    let pod = with_annotation(review_pod("gitlab"), "dind-injector.io/isolation", "userns");
+    let d = inject::plan_injection(&typed(&pod), &namespace("privileged"), &config, &cluster_with(&["runc-cgroup-writable"]));
+    let Outcome::Inject(i) = d.outcome else { panic!("not injected: {:?}", d.outcome) };
+    let patched = apply(&pod, &i.patch);
+    assert_eq!(patched["spec"]["runtimeClassName"], "runc-cgroup-writable");
+    let sc = i.sidecar.security_context.clone().unwrap_or_default();
+    assert_eq!(sc.seccomp_profile.and_then(|p| p.localhost_profile).as_deref(), Some("profiles/dind-userns.json"));
+    let missing = inject::plan_injection(&typed(&pod), &namespace("privileged"), &config, &cluster_with(&["kata"]));
+    assert!(matches!(missing.outcome, Outcome::Skip(inject::SkipReason::RuntimeClassMissing { .. })), "{:?}", missing.outcome);
+}
+
+/// Never a downgrade, never a surprise: every pod `userns` cannot serve is left alone with the
+/// reason and the fix, and the cache is refused with its reason.
+#[test]
+fn userns_refuses_what_a_user_namespace_cannot_hold() {
+    let config = Config::default();
+    let userns = with_annotation(review_pod("gitlab"), "dind-injector.io/isolation", "userns");
+    let skip = |pod: &Value, ns: &NamespaceView, cluster: &ClusterInfo| -> (String, String) {
+        match inject::plan_injection(&typed(pod), ns, &config, cluster).outcome {
+            Outcome::Skip(r) => (r.label().to_owned(), r.message()),
+            Outcome::Inject(_) => panic!("injected"),
+        }
+    };
+    let old = ClusterInfo { server_version: Some(inject::KubeVersion { major: 1, minor: 32 }), ..ClusterInfo::default() };
+    let (label, message) = skip(&userns, &namespace("privileged"), &old);
+    assert_eq!(label, "isolation-unsuited");
+    assert!(message.contains("Kubernetes 1.32") && message.contains("1.33 or later"), "{message}");
+    let new = ClusterInfo { server_version: Some(inject::KubeVersion { major: 1, minor: 36 }), ..ClusterInfo::default() };
+    assert!(matches!(inject::plan_injection(&typed(&userns), &namespace("privileged"), &config, &new).outcome, Outcome::Inject(_)));
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut p = userns.clone();
+        f(&mut p);
+        p
+    };
+    let cases = [
+        (edit(&|p| p["spec"]["hostPID"] = json!(true)), "isolation-unsuited", "hostPID"),
+        (edit(&|p| p["spec"]["hostIPC"] = json!(true)), "isolation-unsuited", "hostIPC"),
+        (edit(&|p| p["spec"]["hostNetwork"] = json!(true)), "host-network", "hostNetwork"),
+        (edit(&|p| p["spec"]["hostUsers"] = json!(true)), "isolation-unsuited", "hostUsers"),
+        (
+            edit(&|p| {
+                p["spec"]["volumes"]
+                    .as_array_mut()
+                    .into_iter()
+                    .for_each(|v| v.push(json!({"name": "cache", "nfs": {"server": "nfs.ci", "path": "/c"}})))
+            }),
+            "isolation-unsuited",
+            "\"cache\" is NFS",
+        ),
+    ];
+    for (pod, want_label, why) in cases {
+        let (label, message) = skip(&pod, &namespace("privileged"), &new);
+        assert_eq!(label, want_label, "{why}: {message}");
+        assert!(message.contains(why), "{why}: {message}");
+    }
+    // The sidecar needs an exemption: a baseline namespace says so, and how to open it.
+    let (label, message) = skip(&userns, &namespace("baseline"), &new);
+    assert_eq!(label, "pod-security-forbids-privileged");
+    assert!(message.contains("SYS_ADMIN and NET_ADMIN"), "{message}");
+    // Not allowed: nothing injected, never the privileged default instead.
+    let mut only_privileged = config.clone();
+    only_privileged.overrides.allowed_isolations = vec![Isolation::Privileged];
+    let d = inject::plan_injection(&typed(&userns), &namespace("privileged"), &only_privileged, &new);
+    assert!(matches!(d.outcome, Outcome::Skip(inject::SkipReason::IsolationNotAllowed { .. })), "{:?}", d.outcome);
+    // The node cache is refused with its reason; the daemon starts empty.
+    let mut cached = config.clone();
+    cached.cache.mode = dind_injector::config::CacheMode::Node;
+    let d = inject::plan_injection(&typed(&userns), &namespace("privileged"), &cached, &new);
+    let Outcome::Inject(i) = d.outcome else { panic!("not injected") };
+    assert!(i.status.cache.is_none());
+    assert!(d.warnings.iter().any(|w| w.contains("node cache is not used") && w.contains("id-maps")), "{:?}", d.warnings);
+}
+
+/// The exemption holds exactly this sidecar while the pod keeps `hostUsers: false`: flipping it,
+/// dropping it, adding a capability, or moving the exemption to another container is tampering.
+#[test]
+fn tampering_with_a_userns_pod_is_denied() {
+    let (pod, _) = stored("gitlab", "userns", "privileged");
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut p = pod.clone();
+        f(&mut p);
+        p
+    };
+    let moved = {
+        let mut p = pod.clone();
+        let text = p["metadata"]["annotations"]["dind-injector.io/status"].as_str().unwrap_or_default().to_owned();
+        let mut status = inject::InjectionStatus::parse(&text).unwrap_or_else(|| panic!("no status"));
+        status.container = "build".into();
+        p["metadata"]["annotations"]["dind-injector.io/status"] = json!(status.to_annotation());
+        p
+    };
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        ("hostUsers flipped", edit(&|p| p["spec"]["hostUsers"] = json!(true)), &["hostUsers is true", "SYS_ADMIN and NET_ADMIN"]),
+        (
+            "hostUsers removed",
+            edit(&|p| {
+                p["spec"].as_object_mut().map(|s| s.remove("hostUsers"));
+            }),
+            &["hostUsers is not set", "UserNamespacesSupport"],
+        ),
+        (
+            "a capability added",
+            edit(&|p| dind_mut(p)["securityContext"]["capabilities"]["add"] = json!(["SYS_ADMIN", "NET_ADMIN", "SYS_MODULE"])),
+            &["changed after injection", "SYS_MODULE"],
+        ),
+        ("the exemption moved to the build container", moved, &["\"build\" is named as the injected dind sidecar"]),
+    ];
+    for (what, pod, expected) in cases {
+        let (exempt, lines) = verdict_lines(&pod, "privileged");
+        assert!(!exempt, "{what}: nothing may be exempt");
+        let text = lines.join("\n");
+        for e in expected {
+            assert!(text.contains(e), "{what}: expected {e:?} in:\n{text}");
+        }
+    }
+}

@@ -49,6 +49,8 @@
 
 #[path = "support/engine.rs"]
 mod engine;
+#[path = "support/podman.rs"]
+mod podman;
 mod support;
 
 use std::time::Instant;
@@ -775,4 +777,96 @@ echo "long job done: $i rounds, $n containers in a row, $(ls out-* | wc -l) outp
 
 fn usage_of(usage: &support::kubelet::Usage, volume: &str) -> u64 {
     usage.volumes.get(volume).copied().unwrap_or(0)
+}
+
+/// `userns` isolation (issue 33) in the closest thing to a node the tests have: a podman pod in a
+/// user namespace of its own (tests/support/podman.rs), the sidecar exactly as injected (not
+/// privileged; SYS_ADMIN and NET_ADMIN, an unmasked /proc, seccomp Unconfined) and the job
+/// container sharing its namespaces and volumes. The cgroup here is not writable, so the sidecar
+/// must say it runs dockerd --rootless; the jobs users write run unchanged; from the host, no
+/// process of the daemon or of the containers it runs is uid 0.
+fn run_userns_pod(test: &str, transport: &'static str, scenarios: &[Scenario]) {
+    let Some(engine) = engine_or_skip(test) else {
+        return;
+    };
+    if let Some(why) = podman::missing_prerequisite() {
+        assert!(std::env::var("DIND_INJECTOR_REQUIRE_DOCKERD").as_deref() != Ok("1"), "{test} cannot run: {why}");
+        eprintln!("SKIPPED {test}: {why}");
+        return;
+    }
+    let images = podman::import_images(&engine.images).unwrap_or_else(|e| panic!("{test}: {e}"));
+    let annotations: &'static [(&'static str, &'static str)] = match transport {
+        "tcp-tls" => &[("dind-injector.io/isolation", "userns"), ("dind-injector.io/transport", "tcp-tls")],
+        "tcp" => &[("dind-injector.io/isolation", "userns"), ("dind-injector.io/transport", "tcp")],
+        _ => &[("dind-injector.io/isolation", "userns"), ("dind-injector.io/transport", "unix")],
+    };
+    let p = gitlab(annotations);
+    let (pod, sidecar, warnings) = injected(engine, &p);
+    let daemon_json = inject::daemon_json_text(&{
+        let mut c = Config::default();
+        c.daemon.registry_mirrors = vec![MIRROR.into()];
+        c.daemon
+    });
+    let sb = podman::UsernsPod::start(test, &pod, &sidecar, p.job, &images, &engine.inner_images, &daemon_json)
+        .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}\nwarnings: {warnings:?}"));
+    let log = sb.logs(&sb.sidecar);
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("dind-injector userns:")).collect();
+    assert!(
+        said.len() == 1
+            && said[0].contains("dockerd runs --rootless")
+            && said[0].contains("NOT applied")
+            && said[0].contains("pod's own limits still hold"),
+        "{test}: the sidecar did not say, on one line, how dockerd runs:\n{log}"
+    );
+    let mut failures = Vec::new();
+    for s in scenarios {
+        let (text, want) = script(*s);
+        let run = sb.job(p.workdir, text);
+        if !(run.ok && want.iter().all(|w| run.output.contains(w))) {
+            failures.push(format!("{s:?}: expected {want:?}; the job printed:\n{}", run.output.trim_end()));
+        }
+    }
+    // What the daemon wrote into the workspace is the job's own (root in the pod).
+    let owner =
+        sb.job(p.workdir, "docker run --rm -v \"$PWD\":/w busybox sh -c 'echo x > /w/by-the-daemon' && stat -c %u:%g by-the-daemon");
+    if owner.output.trim() != "0:0" {
+        failures
+            .push(format!("a file a container wrote into the workspace is owned by {:?} in the job, not by its root", owner.output.trim()));
+    }
+    // From the host: nothing the sidecar runs is root, while a container runs.
+    let started = sb.job(p.workdir, "docker run -d --name held busybox sleep 120 >/dev/null && echo started");
+    assert!(started.output.contains("started"), "{test}: {}", started.output);
+    let processes = sb.sidecar_processes();
+    let names: Vec<&str> = processes.iter().map(|(_, _, n)| n.as_str()).collect();
+    for expected in ["docker-init", "dockerd", "containerd", "sleep"] {
+        if !names.contains(&expected) {
+            failures.push(format!("no {expected} among the sidecar's processes as the host sees them: {names:?}"));
+        }
+    }
+    let root: Vec<_> = processes.iter().filter(|(_, uid, _)| *uid == 0).collect();
+    if !root.is_empty() {
+        failures.push(format!("processes of the daemon or its containers run as uid 0 on the host: {root:?}"));
+    }
+    eprintln!(
+        "{test}: {} processes under the sidecar, host uids {:?}; {}",
+        processes.len(),
+        processes.iter().map(|(_, u, _)| *u).collect::<std::collections::BTreeSet<_>>(),
+        said.first().unwrap_or(&"")
+    );
+    assert!(failures.is_empty(), "{test}:\n{}\nsidecar log:\n{log}", failures.join("\n"));
+}
+
+#[test]
+fn userns_unix_jobs_run_with_no_root_on_the_host() {
+    run_userns_pod("userns-unix", "unix", &[Info, Build, BindWorkspace, Compose, Scanner, PublishedPort]);
+}
+
+#[test]
+fn userns_tcp_tls_jobs_run_with_no_root_on_the_host() {
+    run_userns_pod("userns-tcp-tls", "tcp-tls", &[Info, Build, BindWorkspace, TlsRefusesStrangers]);
+}
+
+#[test]
+fn userns_tcp_jobs_run_with_no_root_on_the_host() {
+    run_userns_pod("userns-tcp", "tcp", &[Info, Build]);
 }

@@ -109,7 +109,7 @@ type Case = (String, Config, Vec<(&'static str, &'static str)>);
 /// Every configuration the injector is run with: isolation, transport, sidecar mode, cache.
 fn configurations() -> Vec<Case> {
     let mut out = Vec::new();
-    for isolation in [Isolation::Privileged, Isolation::Sysbox, Isolation::Kata] {
+    for isolation in Isolation::ALL {
         for transport in ["unix", "tcp", "tcp-tls"] {
             for mode in ["native", "container"] {
                 for cache in [false, true] {
@@ -192,7 +192,7 @@ fn nothing_the_injector_adds_gets_a_pod_evicted() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3 * 3 * 3 * 2 * 2);
+    assert_eq!(checked, 3 * Isolation::ALL.len() * 3 * 2 * 2);
 }
 
 /// The control: the same measurement fails a pod whose empty token directory has a 1 KiB limit

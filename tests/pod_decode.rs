@@ -131,7 +131,7 @@ fn configs() -> Vec<Config> {
             out.push(c);
         }
     }
-    for isolation in [Isolation::Sysbox, Isolation::Kata] {
+    for isolation in [Isolation::Sysbox, Isolation::Kata, Isolation::Userns] {
         let mut c = Config::default();
         c.sidecar.isolation = isolation;
         out.push(c);

@@ -7,7 +7,6 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::config::Isolation;
 use crate::inject::{self, ClusterInfo, Decision, Outcome};
 use crate::namespace::NamespaceView;
 use crate::policy::{self, Verdict};
@@ -78,15 +77,9 @@ impl InjectReport {
                 for line in limit_lines(i, config) {
                     let _ = writeln!(s, "  limit:      {line}");
                 }
-                let class = config.isolation.runtime_class(st.isolation);
-                let needs = match st.isolation {
-                    Isolation::Privileged => "the sidecar is privileged on the node: the namespace must enforce Pod Security privileged, and the validating webhook exempts that one container".to_owned(),
-                    Isolation::Sysbox => "the sidecar is unprivileged, root only in the pod's user namespace (hostUsers: false): the pod meets Pod Security baseline as it is, with no exemption".to_owned(),
-                    Isolation::Kata => format!(
-                        "the sidecar is privileged inside the Kata VM (its data root an ext4 loop disk on the emptyDir where virtio-fs cannot take overlayfs): the namespace must enforce Pod Security privileged, and the validating webhook exempts it only while the pod keeps RuntimeClass {:?}",
-                        class.unwrap_or_default()
-                    ),
-                };
+                let mode = inject::mode::Mode::of(st.isolation, config);
+                let class = mode.runtime_class.as_deref();
+                let needs = mode.summary();
                 let _ = writeln!(s, "  isolation:  {}: {needs}", st.isolation.as_str());
                 if let Some(class) = class {
                     let checked = if self.runtime_classes_checked {
@@ -166,17 +159,18 @@ fn limit_lines(i: &inject::Injection, config: &Config) -> Vec<String> {
     let storage = &i.storage;
     let mut lines = Vec::new();
     let data_root = st.volumes.first().map(String::as_str).unwrap_or("storage");
-    match (&st.cache, st.isolation) {
+    let mode = inject::mode::Mode::of(st.isolation, config);
+    match (&st.cache, mode.loop_disk) {
         (Some(c), _) => lines.push(format!(
             "/var/lib/docker: a node cache slot under {} (hostPath: not counted by the kubelet; a slot over {} is emptied before use), or, when every slot is busy, the emptyDir {data_root} up to {}: past that the kubelet evicts the pod",
             c.host_path, config.cache.max_slot_size, storage.data_root
         )),
-        (None, Isolation::Kata) => lines.push(format!(
+        (None, true) => lines.push(format!(
             "/var/lib/docker: an ext4 disk of {} MiB on the emptyDir {data_root} (sizeLimit {}) where the VM's virtio-fs cannot take overlayfs; a full disk fails the job's write with \"no space left on device\", never the emptyDir's limit",
             inject::isolation::kata_disk_bytes(u64::try_from(inject::storage::bytes(&storage.data_root)).unwrap_or(u64::MAX)) >> 20,
             storage.data_root
         )),
-        (None, _) => lines.push(format!(
+        (None, false) => lines.push(format!(
             "/var/lib/docker: the emptyDir {data_root} up to {} (images, build cache, the job's containers' layers, logs and volumes): past that the kubelet evicts the pod",
             storage.data_root
         )),
@@ -199,6 +193,12 @@ fn limit_lines(i: &inject::Injection, config: &Config) -> Vec<String> {
         if i.settings.memory_limit.is_some() { "; past it the kernel's OOM killer ends a process there" } else { "" }
     ));
     lines.push(format!("cpu: request {}, limit {}", i.settings.cpu, i.settings.cpu_limit.as_deref().unwrap_or("none (never throttled)")));
+    if mode.cgroup_probe {
+        lines.push(
+            "inner limits: `docker run --memory/--cpus` apply only where the pod's cgroup is writable and delegated (a runtime handler with cgroup_writable, cgroup v2); elsewhere dockerd runs --rootless and accepts them without applying them (the sidecar's log says which); the limits above hold either way"
+                .to_owned(),
+        );
+    }
     lines
 }
 

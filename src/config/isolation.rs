@@ -32,6 +32,62 @@ impl RuntimeClassRef {
     }
 }
 
+/// The `userns` mode's settings: no RuntimeClass is needed (stock Kubernetes 1.33+ runs
+/// `hostUsers: false` pods with containerd 2.0+ and runc 1.2+, or CRI-O), but one may be named,
+/// for a runtime handler that gives the pod a writable cgroup (containerd's `cgroup_writable`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UsernsConfig {
+    /// The RuntimeClass the pods get, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// Annotations every `userns` pod gets, unless the pod sets the key itself.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// The sidecar's seccomp profile: `Unconfined` (the default), or `Localhost` with a profile
+    /// installed on every node (docs/isolation.md has one: the runtime's default plus `keyctl` and
+    /// `pivot_root`, which dockerd's containers need in a user namespace).
+    pub seccomp_profile: SeccompConfig,
+}
+
+/// A seccomp profile as the pod's `seccompProfile` field spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeccompConfig {
+    /// `Unconfined` or `Localhost`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// With `Localhost`: the profile's path under the kubelet's seccomp directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localhost_profile: Option<String>,
+}
+
+impl Default for SeccompConfig {
+    fn default() -> Self {
+        SeccompConfig { type_: "Unconfined".into(), localhost_profile: None }
+    }
+}
+
+/// What [`SeccompConfig`] says, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeccompChoice {
+    /// No seccomp filter.
+    Unconfined,
+    /// The profile at this path on the node.
+    Localhost(String),
+}
+
+impl SeccompConfig {
+    /// The choice (a `Localhost` without a path is refused when the configuration loads; read
+    /// here, it stays `Localhost`, never a silent `Unconfined`).
+    pub fn choice(&self) -> SeccompChoice {
+        match self.type_.as_str() {
+            "Localhost" => SeccompChoice::Localhost(self.localhost_profile.clone().unwrap_or_default()),
+            _ => SeccompChoice::Unconfined,
+        }
+    }
+}
+
 /// The RuntimeClasses of the isolation modes that need one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -40,21 +96,29 @@ pub struct IsolationConfig {
     pub sysbox: RuntimeClassRef,
     /// Kata's RuntimeClass (default `kata`; kata-deploy also creates `kata-qemu`, `kata-clh`, ...).
     pub kata: RuntimeClassRef,
+    /// The `userns` mode (no RuntimeClass needed).
+    pub userns: UsernsConfig,
 }
 
 impl Default for IsolationConfig {
     fn default() -> Self {
-        IsolationConfig { sysbox: RuntimeClassRef::named("sysbox-runc"), kata: RuntimeClassRef::named("kata") }
+        IsolationConfig {
+            sysbox: RuntimeClassRef::named("sysbox-runc"),
+            kata: RuntimeClassRef::named("kata"),
+            userns: UsernsConfig::default(),
+        }
     }
 }
 
 impl IsolationConfig {
-    /// The RuntimeClass `isolation` needs; none for `privileged`.
+    /// The RuntimeClass `isolation`'s pods get; none for `privileged`, and for `userns` unless one
+    /// is configured.
     pub fn runtime_class(&self, isolation: Isolation) -> Option<&str> {
         match isolation {
             Isolation::Privileged => None,
             Isolation::Sysbox => Some(&self.sysbox.runtime_class_name),
             Isolation::Kata => Some(&self.kata.runtime_class_name),
+            Isolation::Userns => self.userns.runtime_class_name.as_deref(),
         }
     }
 
@@ -64,20 +128,27 @@ impl IsolationConfig {
             Isolation::Privileged => None,
             Isolation::Sysbox => Some(&self.sysbox.pod_annotations),
             Isolation::Kata => Some(&self.kata.pod_annotations),
+            Isolation::Userns => Some(&self.userns.pod_annotations),
         }
     }
 
     /// Every problem with `isolation.*`.
     pub(super) fn check(&self, bad: &mut dyn FnMut(&str, String)) {
-        for (mode, m) in [("sysbox", &self.sysbox), ("kata", &self.kata)] {
-            if let Err(e) = crate::names::check_dns_subdomain(&m.runtime_class_name) {
+        let classes = [("sysbox", Some(&self.sysbox.runtime_class_name)), ("kata", Some(&self.kata.runtime_class_name))];
+        let classes = classes.into_iter().chain([("userns", self.userns.runtime_class_name.as_ref())]);
+        for (mode, class) in classes {
+            if let Some(Err(e)) = class.map(|c| crate::names::check_dns_subdomain(c)) {
                 bad(&format!("isolation.{mode}.runtimeClassName"), format!("{e} (a RuntimeClass name)"));
             }
+        }
+        for (mode, annotations) in
+            [("sysbox", &self.sysbox.pod_annotations), ("kata", &self.kata.pod_annotations), ("userns", &self.userns.pod_annotations)]
+        {
             let path = format!("isolation.{mode}.podAnnotations");
-            if m.pod_annotations.len() > MAX_POD_ANNOTATIONS {
-                bad(&path, format!("{} annotations; at most {MAX_POD_ANNOTATIONS}", m.pod_annotations.len()));
+            if annotations.len() > MAX_POD_ANNOTATIONS {
+                bad(&path, format!("{} annotations; at most {MAX_POD_ANNOTATIONS}", annotations.len()));
             }
-            for (key, value) in &m.pod_annotations {
+            for (key, value) in annotations {
                 if let Err(e) = check_annotation_key(key) {
                     bad(&format!("{path}.{key}"), e);
                 }
@@ -91,6 +162,20 @@ impl IsolationConfig {
                 "isolation.kata.runtimeClassName",
                 "must differ from isolation.sysbox.runtimeClassName: one RuntimeClass is one runtime".into(),
             );
+        }
+        let seccomp = &self.userns.seccomp_profile;
+        match (seccomp.type_.as_str(), seccomp.localhost_profile.as_deref()) {
+            ("Unconfined", None) => {}
+            ("Unconfined", Some(_)) => bad("isolation.userns.seccompProfile.localhostProfile", "is only read with type Localhost".into()),
+            ("Localhost", Some(p)) if !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|s| s == "..") && p.len() <= 255 => {}
+            ("Localhost", _) => bad(
+                "isolation.userns.seccompProfile.localhostProfile",
+                "type Localhost needs the profile's path relative to the kubelet's seccomp directory (for example profiles/dind-userns.json; no leading /, no ..)".into(),
+            ),
+            (other, _) => bad(
+                "isolation.userns.seccompProfile.type",
+                format!("{other:?} is not Unconfined or Localhost (RuntimeDefault blocks keyctl, which every container dockerd starts in a user namespace needs)"),
+            ),
         }
     }
 }
@@ -157,5 +242,33 @@ mod tests {
             c.check(&mut |p, m| out.push(format!("{p}: {m}")));
             assert_eq!(out.len(), 1, "{out:?}");
         }
+    }
+
+    #[test]
+    fn the_userns_seccomp_profile_is_unconfined_or_a_localhost_path() {
+        let problems = |type_: &str, path: Option<&str>| {
+            let mut c = IsolationConfig::default();
+            c.userns.seccomp_profile = SeccompConfig { type_: type_.into(), localhost_profile: path.map(str::to_owned) };
+            let mut out = Vec::new();
+            c.check(&mut |p, m| out.push(format!("{p}: {m}")));
+            out
+        };
+        assert!(problems("Unconfined", None).is_empty());
+        assert!(problems("Localhost", Some("profiles/dind-userns.json")).is_empty());
+        for (t, p, want) in [
+            ("RuntimeDefault", None, "keyctl"),
+            ("Localhost", None, "needs the profile's path"),
+            ("Localhost", Some("/etc/x.json"), "no leading /"),
+            ("Localhost", Some("../x.json"), "no .."),
+            ("Unconfined", Some("x.json"), "only read with type Localhost"),
+        ] {
+            let out = problems(t, p);
+            assert!(out.len() == 1 && out[0].contains(want), "{t} {p:?}: {out:?}");
+        }
+        let mut c = IsolationConfig::default();
+        c.userns.runtime_class_name = Some("Not_A_Name".into());
+        let mut out = Vec::new();
+        c.check(&mut |p, m| out.push(format!("{p}: {m}")));
+        assert!(out.iter().any(|o| o.starts_with("isolation.userns.runtimeClassName")), "{out:?}");
     }
 }

@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::annotations;
-use crate::config::{CacheMode, CacheScope, Config, Isolation};
+use crate::config::{CacheMode, CacheScope, Config};
 use crate::namespace::NamespaceView;
 
+use super::mode::Mode;
 use super::runner::Runner;
 
 /// Where the scope directory is mounted in the sidecar (only until the script detaches it).
@@ -49,7 +50,7 @@ pub fn resolve(
     pod: &Pod,
     runner: Runner,
     namespace: &NamespaceView,
-    isolation: Isolation,
+    mode: &Mode,
     config: &Config,
     warnings: &mut Vec<String>,
 ) -> Option<CachePlan> {
@@ -79,18 +80,15 @@ pub fn resolve(
     if !on {
         return None;
     }
-    let unusable = match isolation {
-        // A lock taken inside the VM is not a lock on the node's directory.
-        Isolation::Kata => Some("a Kata pod runs its own kernel, so the slot lock would not hold between pods"),
-        Isolation::Sysbox if namespace.pod_security_enforce() == Some("baseline") => {
-            Some("the namespace enforces Pod Security baseline, which forbids the cache's hostPath volume")
-        }
-        _ => None,
-    };
+    // A mode that needs no exemption runs at baseline, which forbids the cache's hostPath.
+    let unusable = mode.no_cache.or_else(|| {
+        (!mode.exempt && namespace.pod_security_enforce() == Some("baseline"))
+            .then_some("the namespace enforces Pod Security baseline, which forbids the cache's hostPath volume")
+    });
     if let Some(why) = unusable {
         warnings.push(format!(
             "dind-injector: the node cache is not used for this pod ({} isolation): {why}; its daemon starts empty",
-            isolation.as_str()
+            mode.isolation.as_str()
         ));
         return None;
     }
@@ -238,7 +236,8 @@ mod tests {
     fn plan(p: &Pod, runner: Runner, config: &Config, ns_labels: &[(&str, &str)]) -> (Option<CachePlan>, Vec<String>) {
         let labels: BTreeMap<String, String> = ns_labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut w = Vec::new();
-        (resolve(p, runner, &NamespaceView::new("ci", labels, BTreeMap::new()), Isolation::Privileged, config, &mut w), w)
+        let mode = crate::inject::mode::Mode::of(crate::config::Isolation::Privileged, config);
+        (resolve(p, runner, &NamespaceView::new("ci", labels, BTreeMap::new()), &mode, config, &mut w), w)
     }
 
     #[test]

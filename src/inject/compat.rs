@@ -334,7 +334,8 @@ mod tests {
             cache: None,
         };
         let storage = crate::inject::storage::plan("20Gi", &PodSpec::default());
-        let plan = sidecar::build(&settings(Transport::TcpTls), &c, &names, 0, None, &storage);
+        let mode = crate::inject::mode::Mode::of(crate::config::Isolation::Privileged, &c);
+        let plan = sidecar::build(&settings(Transport::TcpTls), &mode, &c, &names, 0, None, &storage);
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, bool);
         let table: [Case; 5] = [
             (&[], "/certs/client", false),

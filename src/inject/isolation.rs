@@ -8,27 +8,48 @@ use k8s_openapi::api::core::v1::PodSpec;
 
 use crate::config::{Config, Isolation};
 
+use super::mode::{Mode, UserNamespace};
 use super::patch::PatchBuilder;
-use super::{ClusterInfo, RuntimeClasses, SkipReason};
+use super::{ClusterInfo, KubeVersion, RuntimeClasses, SkipReason};
 
-/// Why `spec` cannot run with `isolation` (whose RuntimeClass is `class`), if it cannot.
-pub fn unsuited(spec: &PodSpec, isolation: Isolation, class: &str) -> Option<String> {
+/// Why `spec` cannot run in `mode`, if it cannot; `version` is the apiserver's, when known.
+pub fn unsuited(spec: &PodSpec, mode: &Mode, version: Option<KubeVersion>) -> Option<String> {
+    let isolation = mode.isolation;
     if isolation == Isolation::Privileged {
         return None;
     }
-    if let Some(other) = spec.runtime_class_name.as_deref().filter(|c| !c.is_empty() && *c != class) {
-        return Some(format!("it already sets runtimeClassName {other:?}, and {} needs {class:?}", isolation.as_str()));
+    if let (Some(min), Some(v)) = (mode.min_version, version)
+        && v < min
+    {
+        return Some(format!(
+            "the cluster runs Kubernetes {}.{}, and pods in a user namespace of their own (hostUsers: false) need {}.{} or later (with containerd 2.0+ and runc 1.2+, or CRI-O, on the nodes); upgrade the cluster",
+            v.major, v.minor, min.major, min.minor
+        ));
+    }
+    let name = isolation.as_str();
+    if let (Some(class), Some(other)) = (&mode.runtime_class, spec.runtime_class_name.as_deref().filter(|c| !c.is_empty()))
+        && other != class
+    {
+        return Some(format!("it already sets runtimeClassName {other:?}, and {name} needs {class:?}"));
     }
     if spec.host_pid == Some(true) {
-        return Some(format!("it uses hostPID, which a {} pod cannot share", isolation.as_str()));
+        return Some(format!("it uses hostPID, which a {name} pod cannot share"));
     }
     if spec.host_ipc == Some(true) {
-        return Some(format!("it uses hostIPC, which a {} pod cannot share", isolation.as_str()));
+        return Some(format!("it uses hostIPC, which a {name} pod cannot share"));
+    }
+    if mode.user_namespace != UserNamespace::Untouched && spec.host_users == Some(true) {
+        return Some(format!("it sets hostUsers: true, and {name} needs the pod in a user namespace (hostUsers: false)"));
+    }
+    if mode.refuses_nfs
+        && let Some(v) = spec.volumes.iter().flatten().find(|v| v.nfs.is_some())
+    {
+        return Some(format!(
+            "its volume {:?} is NFS, which the kubelet cannot id-map into the pod's user namespace (the pod would not start)",
+            v.name
+        ));
     }
     if isolation == Isolation::Sysbox {
-        if spec.host_users == Some(true) {
-            return Some("it sets hostUsers: true, and Sysbox needs the pod in a user namespace (hostUsers: false)".into());
-        }
         let containers = spec.init_containers.iter().flatten().chain(&spec.containers);
         if let Some(c) = containers.into_iter().find(|c| c.security_context.as_ref().and_then(|s| s.privileged) == Some(true)) {
             return Some(format!(
@@ -40,46 +61,42 @@ pub fn unsuited(spec: &PodSpec, isolation: Isolation, class: &str) -> Option<Str
     None
 }
 
-/// Whether the cluster has `isolation`'s RuntimeClass; the reason not to inject when it does not,
-/// or cannot be told.
-pub fn class_problem(isolation: Isolation, config: &Config, cluster: &ClusterInfo) -> Option<SkipReason> {
-    let class = config.isolation.runtime_class(isolation)?;
+/// Whether the cluster has `mode`'s RuntimeClass; the reason not to inject when it does not, or
+/// cannot be told.
+pub fn class_problem(mode: &Mode, cluster: &ClusterInfo) -> Option<SkipReason> {
+    let class = mode.runtime_class.as_deref()?;
+    let isolation = mode.isolation.as_str();
     match &cluster.runtime_classes {
         RuntimeClasses::NotChecked => None,
         RuntimeClasses::Known(names) if names.contains(class) => None,
-        RuntimeClasses::Known(_) => Some(SkipReason::RuntimeClassMissing { isolation: isolation.as_str(), class: class.to_owned() }),
-        RuntimeClasses::Syncing => {
-            Some(SkipReason::RuntimeClassesUnknown { isolation: isolation.as_str(), class: class.to_owned(), error: None })
+        RuntimeClasses::Known(_) => Some(SkipReason::RuntimeClassMissing { isolation, class: class.to_owned() }),
+        RuntimeClasses::Syncing => Some(SkipReason::RuntimeClassesUnknown { isolation, class: class.to_owned(), error: None }),
+        RuntimeClasses::Unlisted(error) => {
+            Some(SkipReason::RuntimeClassesUnknown { isolation, class: class.to_owned(), error: Some(Arc::clone(error)) })
         }
-        RuntimeClasses::Unlisted(error) => Some(SkipReason::RuntimeClassesUnknown {
-            isolation: isolation.as_str(),
-            class: class.to_owned(),
-            error: Some(Arc::clone(error)),
-        }),
     }
 }
 
-/// Adds the pod-level fields of `isolation`: its runtime class, for Sysbox `hostUsers: false`,
-/// and the mode's `podAnnotations` the pod does not set itself. Whether the pod has annotations
-/// afterwards.
+/// Adds the pod-level fields of `mode`: its runtime class, `hostUsers: false` where it makes a
+/// user namespace, and the mode's `podAnnotations` the pod does not set itself. Whether the pod
+/// has annotations afterwards.
 pub fn add_to_pod(
     patch: &mut PatchBuilder,
     spec: &PodSpec,
     annotations: Option<&BTreeMap<String, String>>,
-    isolation: Isolation,
+    mode: &Mode,
     config: &Config,
 ) -> bool {
     let mut has_annotations = annotations.is_some();
-    let Some(class) = config.isolation.runtime_class(isolation) else {
-        return has_annotations;
-    };
-    if spec.runtime_class_name.as_deref() != Some(class) {
+    if let Some(class) = mode.runtime_class.as_deref()
+        && spec.runtime_class_name.as_deref() != Some(class)
+    {
         patch.add(&["spec", "runtimeClassName"], class);
     }
-    if isolation == Isolation::Sysbox && spec.host_users != Some(false) {
+    if mode.user_namespace != UserNamespace::Untouched && spec.host_users != Some(false) {
         patch.add(&["spec", "hostUsers"], &false);
     }
-    for (key, value) in config.isolation.pod_annotations(isolation).into_iter().flatten() {
+    for (key, value) in config.isolation.pod_annotations(mode.isolation).into_iter().flatten() {
         if !annotations.is_some_and(|a| a.contains_key(key)) {
             patch.insert(&["metadata", "annotations"], has_annotations, key, value);
             has_annotations = true;
@@ -166,9 +183,17 @@ mod tests {
 
     #[test]
     fn pods_that_cannot_take_a_mode_say_why() {
+        let config = Config::default();
+        let mode = |i: Isolation| {
+            let mut m = Mode::of(i, &config);
+            if m.runtime_class.is_some() {
+                m.runtime_class = Some("c".into());
+            }
+            m
+        };
         let plain = spec(serde_json::json!({"containers": [{"name": "build"}]}));
         for i in Isolation::ALL {
-            assert_eq!(unsuited(&plain, i, "c"), None, "{i:?}");
+            assert_eq!(unsuited(&plain, &mode(i), None), None, "{i:?}");
         }
         let cases = [
             (serde_json::json!({"runtimeClassName": "gvisor", "containers": []}), "runtimeClassName \"gvisor\""),
@@ -177,17 +202,38 @@ mod tests {
         ];
         for (s, why) in cases {
             for i in [Isolation::Sysbox, Isolation::Kata] {
-                let got = unsuited(&spec(s.clone()), i, "c").unwrap_or_default();
+                let got = unsuited(&spec(s.clone()), &mode(i), None).unwrap_or_default();
                 assert!(got.contains(why), "{i:?}: {got}");
             }
-            assert_eq!(unsuited(&spec(s), Isolation::Privileged, "c"), None);
+            assert_eq!(unsuited(&spec(s), &mode(Isolation::Privileged), None), None);
         }
         let privileged = spec(serde_json::json!({"containers": [{"name": "tool", "securityContext": {"privileged": true}}]}));
-        assert!(unsuited(&privileged, Isolation::Sysbox, "c").is_some_and(|w| w.contains("\"tool\" is privileged")));
-        assert_eq!(unsuited(&privileged, Isolation::Kata, "c"), None);
+        assert!(unsuited(&privileged, &mode(Isolation::Sysbox), None).is_some_and(|w| w.contains("\"tool\" is privileged")));
+        assert_eq!(unsuited(&privileged, &mode(Isolation::Kata), None), None);
         let host_users = spec(serde_json::json!({"hostUsers": true, "containers": []}));
-        assert!(unsuited(&host_users, Isolation::Sysbox, "c").is_some_and(|w| w.contains("hostUsers")));
+        for i in [Isolation::Sysbox, Isolation::Userns] {
+            assert!(unsuited(&host_users, &mode(i), None).is_some_and(|w| w.contains("hostUsers")), "{i:?}");
+        }
         let same_class = spec(serde_json::json!({"runtimeClassName": "c", "containers": []}));
-        assert_eq!(unsuited(&same_class, Isolation::Kata, "c"), None);
+        assert_eq!(unsuited(&same_class, &mode(Isolation::Kata), None), None);
+    }
+
+    #[test]
+    fn userns_needs_1_33_host_namespaces_off_and_no_nfs() {
+        let m = Mode::of(Isolation::Userns, &Config::default());
+        let plain = spec(serde_json::json!({"containers": [{"name": "build"}]}));
+        let v = |minor| Some(KubeVersion { major: 1, minor });
+        assert!(unsuited(&plain, &m, v(32)).is_some_and(|w| w.contains("Kubernetes 1.32") && w.contains("1.33 or later")));
+        assert_eq!(unsuited(&plain, &m, v(33)), None);
+        assert_eq!(unsuited(&plain, &m, None), None, "offline: the version is not known");
+        // A pod's own RuntimeClass is kept when the mode names none.
+        assert_eq!(unsuited(&spec(serde_json::json!({"runtimeClassName": "runc-fast", "containers": []})), &m, None), None);
+        let nfs =
+            spec(serde_json::json!({"containers": [], "volumes": [{"name": "shared", "nfs": {"server": "nfs.example", "path": "/x"}}]}));
+        assert!(unsuited(&nfs, &m, None).is_some_and(|w| w.contains("\"shared\" is NFS")));
+        assert_eq!(unsuited(&nfs, &Mode::of(Isolation::Privileged, &Config::default()), None), None);
+        for host in ["hostPID", "hostIPC"] {
+            assert!(unsuited(&spec(serde_json::json!({host: true, "containers": []})), &m, None).is_some_and(|w| w.contains(host)));
+        }
     }
 }

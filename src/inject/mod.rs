@@ -6,6 +6,7 @@ pub mod cache;
 pub mod compat;
 mod daemon;
 pub mod isolation;
+pub mod mode;
 mod patch;
 pub mod runner;
 pub mod settings;
@@ -213,7 +214,7 @@ impl SkipReason {
                 annotations::INJECTION_ENABLED
             ),
             SkipReason::PodSecurityForbidsPrivileged { namespace, level } => format!(
-                "namespace {namespace:?} enforces Pod Security level {level:?}, which forbids the privileged dind sidecar; label it {}=privileged (dind-injector's validating webhook then holds every other container to {} or stricter), or where Sysbox is installed use {}: sysbox, which needs no privileged container",
+                "namespace {namespace:?} enforces Pod Security level {level:?}, which forbids the dind sidecar's privileges (privileged, or SYS_ADMIN and NET_ADMIN in a user namespace under userns isolation); label it {}=privileged (dind-injector's validating webhook then holds every other container to {} or stricter), or where Sysbox is installed use {}: sysbox, which needs no exemption",
                 crate::namespace::PSA_ENFORCE_LABEL,
                 "baseline",
                 annotations::ISOLATION
@@ -296,9 +297,10 @@ fn decide(
     }
     let (mut settings, mut setting_warnings) = settings::resolve(pod_annotations, &namespace.annotations, config, cluster);
     let isolation = settings.isolation;
+    let mode = mode::Mode::of(isolation, config);
     match namespace.pod_security_enforce() {
         Some("restricted") => return Err(SkipReason::PodSecurityRestricted { namespace: namespace.name.clone() }),
-        Some(level @ "baseline") if isolation.privileged_sidecar() => {
+        Some(level @ "baseline") if mode.exempt => {
             return Err(SkipReason::PodSecurityForbidsPrivileged { namespace: namespace.name.clone(), level: level.to_owned() });
         }
         _ => {}
@@ -314,17 +316,17 @@ fn decide(
         let allowed = config.overrides.allowed_isolations.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ");
         return Err(SkipReason::IsolationNotAllowed { isolation: asked.as_str(), allowed });
     }
-    if let Some(why) = isolation::unsuited(spec, isolation, config.isolation.runtime_class(isolation).unwrap_or_default()) {
+    if let Some(why) = isolation::unsuited(spec, &mode, cluster.server_version) {
         return Err(SkipReason::IsolationUnsuited { isolation: isolation.as_str(), why });
     }
-    if let Some(reason) = isolation::class_problem(isolation, config, cluster) {
+    if let Some(reason) = isolation::class_problem(&mode, cluster) {
         return Err(reason);
     }
     warnings.append(&mut setting_warnings);
     let workspace_setting = workspace::resolve(pod_annotations, &namespace.annotations, config, warnings);
     let candidates = compat::candidate_targets(spec, runner, &settings);
     let listeners = compat::plan_listeners(&mut settings, spec, &candidates, pod_annotations, &namespace.annotations, config, warnings);
-    let cache = cache::resolve(pod, runner, namespace, isolation, config, warnings);
+    let cache = cache::resolve(pod, runner, namespace, &mode, config, warnings);
     let names = pick_names(spec, config, settings.transport, cache.is_some());
     let socket_group = spec
         .security_context
@@ -334,7 +336,7 @@ fn decide(
         .or(config.sidecar.socket_group)
         .unwrap_or_else(|| access::socket_group(spec, &candidates, settings.transport, config, warnings));
     let storage = storage::plan(&settings.storage, spec);
-    let mut plan = sidecar::build(&settings, config, &names, socket_group, cache.as_ref(), &storage);
+    let mut plan = sidecar::build(&settings, &mode, config, &names, socket_group, cache.as_ref(), &storage);
     listeners.add_to(&mut plan.container);
 
     let targets = pick_targets(spec, runner, &settings, &plan, warnings);
@@ -364,7 +366,7 @@ fn decide(
     if settings.transport != Transport::Unix || listeners.needs_alias() {
         add_docker_host_alias(&mut patch, spec);
     }
-    let has_annotations = isolation::add_to_pod(&mut patch, spec, pod_annotations, isolation, config);
+    let has_annotations = isolation::add_to_pod(&mut patch, spec, pod_annotations, &mode, config);
 
     let template = sidecar_fingerprint(&plan.container);
     let mut volume_names = vec![names.storage.clone(), names.daemon_config.clone(), names.no_token.clone()];
@@ -380,7 +382,7 @@ fn decide(
         template,
         mirrored,
         isolation,
-        runtime_class: config.isolation.runtime_class(isolation).map(str::to_owned),
+        runtime_class: mode.runtime_class.clone(),
         cache: cache.as_ref().zip(names.cache.as_ref()).map(|(c, volume)| CacheRecord {
             volume: volume.clone(),
             host_path: c.host_path.clone(),

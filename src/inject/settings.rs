@@ -121,7 +121,7 @@ fn apply(settings: &mut Settings, key: &str, value: &str, config: &Config) -> Re
             settings.transport = t;
         }
         annotations::ISOLATION => {
-            let i = Isolation::parse(value).ok_or("use privileged, sysbox or kata")?;
+            let i = Isolation::parse(value).ok_or("use privileged, sysbox, kata or userns")?;
             if !o.allowed_isolations.contains(&i) {
                 settings.refused_isolation = Some(i);
                 return Err(format!(

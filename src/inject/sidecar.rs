@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, ExecAction, HostPathVolumeSource, Lifecycle, LifecycleHandler, Probe,
-    ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
-use crate::config::{Config, Isolation, Mtu, SidecarMode, Transport};
+use crate::config::{Config, Mtu, SidecarMode, Transport};
 use crate::image::ImageRef;
 
 use super::cache::{CACHE_MOUNT, CachePlan};
+use super::mode::Mode;
 use super::settings::Settings;
 use super::shell::shell_quote;
 use super::storage::{EPHEMERAL_STORAGE, StoragePlan};
@@ -88,6 +89,7 @@ pub fn points_at_injected_daemon(value: &str, transport: Transport, config: &Con
 /// is the node cache the daemon may take a slot of.
 pub fn build(
     settings: &Settings,
+    mode: &Mode,
     config: &Config,
     names: &InjectedNames,
     socket_group: u32,
@@ -100,7 +102,7 @@ pub fn build(
     let network_opt = docker_major.is_none_or(|m| m >= DEFAULT_NETWORK_OPT_SINCE);
     // Kata: the emptyDir is virtio-fs in the VM, which overlayfs cannot use (isolation.rs). An
     // unparsable storage never gets here (the configuration and the override are checked).
-    let kata_disk = (settings.isolation == Isolation::Kata).then(|| {
+    let kata_disk = mode.loop_disk.then(|| {
         let bytes = crate::quantity::Quantity::parse(&settings.storage).map_or(0, |q| u64::try_from(q.milli() / 1000).unwrap_or(u64::MAX));
         super::isolation::kata_disk_bytes(bytes)
     });
@@ -224,7 +226,7 @@ pub fn build(
         command: Some(vec![
             "/bin/sh".to_owned(),
             "-ec".to_owned(),
-            startup_script(transport, settings.mtu, &sc.cert_dir, network_opt, cache, kata_disk),
+            startup_script(transport, settings.mtu, &sc.cert_dir, network_opt, cache, kata_disk, mode.cgroup_probe),
             "dind-injector".to_owned(),
         ]),
         args: Some(args),
@@ -237,14 +239,10 @@ pub fn build(
             limits: (!limits.is_empty()).then_some(limits),
             ..ResourceRequirements::default()
         }),
-        // Privileged on the node, or inside the Kata VM; under Sysbox dockerd runs as root in the
-        // pod's user namespace, unprivileged and with no capability added.
-        security_context: Some(SecurityContext {
-            privileged: settings.isolation.privileged_sidecar().then_some(true),
-            run_as_user: Some(0),
-            run_as_non_root: Some(false),
-            ..SecurityContext::default()
-        }),
+        // The mode's (mode.rs): privileged on the node or inside the Kata VM; under Sysbox root in
+        // the pod's user namespace with no capability added; under userns the same plus SYS_ADMIN,
+        // NET_ADMIN, an unmasked /proc and the configured seccomp profile.
+        security_context: Some(mode.security_context()),
         volume_mounts: Some(mounts),
         startup_probe: Some(startup_probe),
         restart_policy,
@@ -295,6 +293,7 @@ pub fn startup_script(
     network_opt: bool,
     cache: Option<&CachePlan>,
     kata_disk: Option<u64>,
+    cgroup_probe: bool,
 ) -> String {
     let mut s = String::from("# dind-injector: prepare, then start dockerd with the arguments below.\n");
     if let Some(plan) = cache {
@@ -338,9 +337,38 @@ fi
         }
         s.push_str("\nfi\n");
     }
+    if cgroup_probe {
+        s.push_str(USERNS_CGROUP_SCRIPT);
+    }
     s.push_str("exec dockerd-entrypoint.sh \"$@\"\n");
     s
 }
+
+/// The `userns` sidecar's choice of cgroup mode, made from what it can actually do: with a
+/// writable, delegated cgroup v2 (a runtime handler with `cgroup_writable`) dockerd runs as it is
+/// and applies each container's limits; otherwise it runs `--rootless` (the same binary; no
+/// cgroup writes, so inner `--memory`/`--cpus` are accepted but not applied, while the pod's own
+/// limits still cap the total). One log line says which, and why.
+///
+/// On cgroup v2 the image's `dind` wrapper writes the cgroup (it moves every process into a child
+/// group to enable controllers) and, under `set -e`, exits where it cannot; there the script does
+/// what else the entrypoint and wrapper do (stale pid files, shared mount propagation, a private
+/// /tmp) and starts dockerd under `docker-init` itself.
+pub const USERNS_CGROUP_SCRIPT: &str = r#"c=/sys/fs/cgroup
+if [ -f "$c/cgroup.controllers" ] && [ -w "$c/cgroup.subtree_control" ] && mkdir "$c/dind-injector-probe" 2>/dev/null; then
+  rmdir "$c/dind-injector-probe" 2>/dev/null || :
+  echo "dind-injector userns: the pod's cgroup is writable and delegated: dockerd runs as it is, and inner --memory/--cpus apply" >&2
+else
+  set -- "$@" --rootless
+  echo "dind-injector userns: the pod's cgroup is not writable here, so dockerd runs --rootless: inner --memory/--cpus are accepted but NOT applied; the pod's own limits still hold" >&2
+  if [ -f "$c/cgroup.controllers" ]; then
+    find /run /var/run -iname 'docker*.pid' -delete 2>/dev/null || :
+    mount --make-rshared / 2>/dev/null || :
+    mountpoint -q /tmp || mount -t tmpfs none /tmp
+    exec docker-init -- "$@"
+  fi
+fi
+"#;
 
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() }
@@ -368,11 +396,13 @@ mod tests {
     fn script_never_starts_dockerd_without_explicit_arguments() {
         for t in [Transport::Unix, Transport::Tcp, Transport::TcpTls] {
             for mtu in [Mtu::Auto, Mtu::Fixed(1400)] {
-                let s = startup_script(t, mtu, "/certs", true, None, None);
+                let s = startup_script(t, mtu, "/certs", true, None, None, false);
                 assert!(s.ends_with("exec dockerd-entrypoint.sh \"$@\"\n"), "{s}");
                 assert!(!s.contains("0.0.0.0"));
             }
         }
-        assert!(!startup_script(Transport::Unix, Mtu::Auto, "/certs", false, None, None).contains("default-network-opt"));
+        assert!(!startup_script(Transport::Unix, Mtu::Auto, "/certs", false, None, None, false).contains("default-network-opt"));
+        let userns = startup_script(Transport::Unix, Mtu::Auto, "/certs", true, None, None, true);
+        assert!(userns.contains("set -- \"$@\" --rootless") && userns.ends_with("exec dockerd-entrypoint.sh \"$@\"\n"), "{userns}");
     }
 }

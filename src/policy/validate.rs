@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::annotations;
 use crate::config::{Config, Isolation, PolicyMode};
+use crate::inject::mode::{Mode, UserNamespace};
 use crate::inject::{self, CacheRecord, ClusterInfo, InjectionStatus, Outcome, sidecar_fingerprint};
 use crate::namespace::NamespaceView;
 
@@ -148,8 +149,8 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
         Some(Ok(status)) => match sidecar_problem(spec, status, &namespace.name, config) {
             None => match isolation_problem(spec, status, config) {
                 None => {
-                    // A Sysbox sidecar is unprivileged and gets no exemption: it meets the level as it is.
-                    if status.isolation != Isolation::Sysbox {
+                    // A mode whose sidecar meets the level as it is (Sysbox) gets no exemption.
+                    if Mode::of(status.isolation, config).exempt {
                         verdict.exempt = Some(status.container.clone());
                     }
                     verdict.exempt_volume = status.cache.as_ref().map(|c| c.volume.clone());
@@ -249,35 +250,42 @@ fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, namespace: &str, co
 }
 
 /// Why the pod no longer runs with the isolation the sidecar was injected for, if it does not:
-/// the configured RuntimeClass of the mode (a Kata sidecar is privileged inside the VM only, so
-/// its exemption holds only while the pod keeps the class) and, for Sysbox, `hostUsers: false`.
+/// the mode's RuntimeClass (a Kata sidecar is privileged inside the VM only, so its exemption
+/// holds only while the pod keeps the class) and its user namespace (`hostUsers: false`: without
+/// it a `userns` sidecar's capabilities are root's on the node).
 fn isolation_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) -> Option<String> {
-    let isolation = status.isolation;
-    let class = config.isolation.runtime_class(isolation)?;
+    let mode = Mode::of(status.isolation, config);
+    let isolation = status.isolation.as_str();
     let pod_class = spec.runtime_class_name.as_deref();
-    if status.runtime_class.as_deref() != Some(class) || pod_class != Some(class) {
-        let what = if isolation == Isolation::Kata {
-            format!("its privileged sidecar {:?} is exempt only inside a Kata VM", status.container)
-        } else {
-            format!("its sidecar {:?} was made for Sysbox", status.container)
+    if let Some(class) = mode.runtime_class.as_deref()
+        && (status.runtime_class.as_deref() != Some(class) || pod_class != Some(class))
+    {
+        let what = match status.isolation {
+            Isolation::Kata => format!("its privileged sidecar {:?} is exempt only inside a Kata VM", status.container),
+            Isolation::Userns => format!("its sidecar {:?} was made for that runtime handler", status.container),
+            _ => format!("its sidecar {:?} was made for {isolation}", status.container),
         };
         return Some(format!(
-            "the pod was injected for {} isolation (RuntimeClass {class:?}) but its runtimeClassName is {}: {what}. Recreate the pod and let dind-injector inject it",
-            isolation.as_str(),
+            "the pod was injected for {isolation} isolation (RuntimeClass {class:?}) but its runtimeClassName is {}: {what}. Recreate the pod and let dind-injector inject it",
             pod_class.map_or_else(|| "not set".to_owned(), |c| format!("{c:?}"))
         ));
     }
-    // Not set is admitted: an apiserver whose UserNamespacesSupport gate is off (the default
-    // before v1.33) drops the `hostUsers: false` we add before the validating webhooks see the
-    // pod, and Sysbox runs it in a user namespace of its own then. Only an explicit opt-out is
-    // tampering.
-    if isolation == Isolation::Sysbox && spec.host_users == Some(true) {
-        return Some(
-            "the pod was injected for sysbox isolation, which runs it in a user namespace, but hostUsers is true; set hostUsers: false, or recreate the pod and let dind-injector inject it"
-                .to_owned(),
-        );
+    match mode.user_namespace {
+        // Not set is admitted: an apiserver whose UserNamespacesSupport gate is off (the default
+        // before v1.33) drops the `hostUsers: false` we add before the validating webhooks see the
+        // pod, and Sysbox runs it in a user namespace of its own then. Only an explicit opt-out is
+        // tampering.
+        UserNamespace::Added if spec.host_users == Some(true) => Some(format!(
+            "the pod was injected for {isolation} isolation, which runs it in a user namespace, but hostUsers is true; set hostUsers: false, or recreate the pod and let dind-injector inject it"
+        )),
+        UserNamespace::Required if spec.host_users != Some(false) => Some(format!(
+            "the pod was injected for {isolation} isolation, but hostUsers is {}: its sidecar {:?} adds {} and unmasks /proc, which is safe only in the pod's own user namespace. Set hostUsers: false (if it was dropped, the apiserver's UserNamespacesSupport feature gate is off: Kubernetes 1.33+ turns it on), or recreate the pod and let dind-injector inject it",
+            spec.host_users.map_or("not set", |h| if h { "true" } else { "false" }),
+            status.container,
+            mode.security.add_capabilities.join(" and ")
+        )),
+        _ => None,
     }
-    None
 }
 
 /// Why the recorded node cache is not the one dind-injector gives a pod of `namespace`: exactly
