@@ -81,6 +81,24 @@ pub fn run(args: &[&str]) -> Result<String, String> {
 /// The test images (`dind`, `job`) in podman's store, imported from the root file systems
 /// scripts/test-images.sh built (`images` is its NAME -> reference map); once per recipe.
 pub fn import_images(images: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
+    // Once per test process: the userns tests run in parallel and would import the same tars.
+    static IMPORTED: std::sync::Mutex<Option<BTreeMap<String, String>>> = std::sync::Mutex::new(None);
+    let mut done = IMPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(out) = done.as_ref() {
+        return Ok(out.clone());
+    }
+    let out = import_images_once(images)?;
+    // Earlier recipes' images are not needed any more (scripts/test-images.sh does the same on
+    // the test engine).
+    let listed = run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).unwrap_or_default();
+    for old in listed.lines().filter(|l| l.starts_with("localhost/dind-injector-test/") && !out.values().any(|v| v == l)) {
+        let _ = run(&["rmi", "-f", old]);
+    }
+    *done = Some(out.clone());
+    Ok(out)
+}
+
+fn import_images_once(images: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
     let cache = PathBuf::from(std::env::var("DIND_INJECTOR_IMAGE_CACHE").unwrap_or_else(|_| "/var/cache/dind-injector/images".into()));
     let mut out = BTreeMap::new();
     for (name, entrypoint) in [("dind", "[\"dockerd-entrypoint.sh\"]"), ("job", "[\"/bin/sh\"]")] {
