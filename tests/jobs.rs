@@ -645,8 +645,13 @@ fn kata_sidecars_loop_mount_a_disk_where_overlayfs_cannot_sit() {
         .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
     let log = sb.all_logs(&sb.sidecar);
     assert_eq!(kata_lines(&log), ["dind-injector kata: /var/lib/docker takes overlayfs as it is; no loop disk"], "{log}");
-    let run = sb.job(p.workdir, driver);
-    assert!(run.output.contains("driver=overlay2"), "{}", run.output);
+    let (build, want) = script(Build);
+    let run = sb.job(p.workdir, &format!("{driver}{build}"));
+    assert!(run.output.contains("driver=overlay2") && want.iter().all(|w| run.output.contains(w)), "{}", run.output);
+    // What the kubelet would measure after the job: within every limit.
+    let stored = support::apiserver::after_mutation(&serde_json::to_value(&pod).unwrap_or_else(|e| panic!("{e}"))).pod;
+    let usage = kubelet_usage(&sb, &stored);
+    assert_eq!(support::kubelet::eviction(&stored, &usage), None, "{}", support::kubelet::report(&stored, &usage));
     drop(sb);
 
     let mut on_rootfs = pod.clone();
@@ -825,6 +830,12 @@ fn run_userns_pod(test: &str, transport: &'static str, scenarios: &[Scenario]) {
         if !(run.ok && want.iter().all(|w| run.output.contains(w))) {
             failures.push(format!("{s:?}: expected {want:?}; the job printed:\n{}", run.output.trim_end()));
         }
+    }
+    // What the kubelet would measure after the jobs: within every limit.
+    let stored = support::apiserver::after_mutation(&serde_json::to_value(&pod).unwrap_or_else(|e| panic!("{e}"))).pod;
+    let usage = sb.kubelet_usage(&stored, p.job, support::kubelet::disk_usage).unwrap_or_else(|e| panic!("{test}: {e}"));
+    if let Some(evicted) = support::kubelet::eviction(&stored, &usage) {
+        failures.push(format!("after the jobs, the kubelet would evict the pod: {evicted}({})", support::kubelet::report(&stored, &usage)));
     }
     // What the daemon wrote into the workspace is the job's own (root in the pod).
     let owner =

@@ -21,6 +21,8 @@ use std::process::{Command, Stdio};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use crate::support::kubelet::Usage;
+
 /// What the runtime gives a container before its securityContext adds any (containerd's default).
 const RUNTIME_DEFAULT_CAPS: [&str; 14] = [
     "CHOWN",
@@ -325,6 +327,29 @@ impl UsernsPod {
             .output()
             .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
             .unwrap_or_default()
+    }
+
+    /// What the kubelet would measure (tests/support/kubelet.rs) for this pod as `stored`: every
+    /// volume that is not a hostPath, and the sidecar's and the job's writable layer and log.
+    pub fn kubelet_usage(&self, stored: &serde_json::Value, job_name: &str, measure: impl Fn(&Path) -> u64) -> Result<Usage, String> {
+        let mut usage = Usage::default();
+        for v in stored["spec"]["volumes"].as_array().into_iter().flatten() {
+            if let Some(name) = v["name"].as_str().filter(|_| v.get("hostPath").is_none()) {
+                usage.volumes.insert(name.to_owned(), measure(&self.dir.path().join("volumes").join(name)));
+            }
+        }
+        for (name, container) in [(self.sidecar_spec.name.as_str(), &self.sidecar), (job_name, &self.job)] {
+            let out = run(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}\n{{.HostConfig.LogConfig.Path}}", container])?;
+            let mut lines = out.lines();
+            let upper = lines.next().unwrap_or_default().trim();
+            let log = lines.next().unwrap_or_default().trim();
+            if upper.is_empty() {
+                return Err(format!("{container}: podman reports no writable layer: {out:?}"));
+            }
+            let bytes = measure(Path::new(upper)) + if log.is_empty() { 0 } else { measure(Path::new(log)) };
+            usage.containers.insert(name.to_owned(), bytes);
+        }
+        Ok(usage)
     }
 
     /// Every process the sidecar runs, as the host sees it: `(pid, host uid, command name)` of its
