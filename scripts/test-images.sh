@@ -6,7 +6,8 @@
 #               + e2fsprogs (docker:dind has it too; the Kata sidecar's loop disk needs mkfs.ext4),
 #               with scripts/test-images/dockerd-entrypoint.sh and dind on PATH
 #   job         a CI job's image: Debian + docker-cli + docker-compose (v2, also a CLI plugin) + curl +
-#               busybox-static
+#               busybox-static + redis and xz (inside the nested daemon it is also `ci-db`, the
+#               memory test's database and build base)
 #   busybox     FROM scratch with a static busybox: what job scripts run inside the nested daemon
 #   docker-cli  busybox + the docker CLI and the libraries it links: the "scanner" image that
 #               talks to the daemon through a bind-mounted /var/run/docker.sock
@@ -68,9 +69,9 @@ if [ ! -s "$cache/dind-$key.tar" ] || [ ! -s "$cache/job-$key.tar" ]; then
 	done
 	rm -rf "$work/dind/var/cache/apt/archives/"*.deb "$work/dind/var/lib/apt/lists/"*
 
-	say "the job image: the same base plus docker-compose, curl and busybox-static"
+	say "the job image: the same base plus docker-compose, curl, busybox-static, and redis and xz for the memory test's database and build"
 	debootstrap --variant=minbase \
-		--include=docker-cli,docker-compose,curl,ca-certificates,busybox-static,procps \
+		--include=docker-cli,docker-compose,curl,ca-certificates,busybox-static,procps,redis-server,redis-tools,xz-utils \
 		"$suite" "$work/job" "$mirror" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 	rm -rf "$work/job/var/cache/apt/archives/"*.deb "$work/job/var/lib/apt/lists/"*
 

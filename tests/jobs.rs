@@ -881,3 +881,92 @@ fn userns_tcp_tls_jobs_run_with_no_root_on_the_host() {
 fn userns_tcp_jobs_run_with_no_root_on_the_host() {
     run_userns_pod("userns-tcp", "tcp", &[Info, Build]);
 }
+
+/// The sidecar's memory limit, applied as the kubelet applies it (issue 31, item 4: the nested
+/// containers count against it, as on a cgroup v2 node), at its default (4Gi) holds a realistic
+/// job: a multi-stage build whose first stage compresses with `xz -9` (about 670 MiB, as much as a
+/// compiler step), then a test suite against a database container (redis, 200,000 keys written
+/// through a user network). The peak the sidecar's cgroup measured is printed (docs/limits.md).
+#[test]
+fn the_default_memory_limit_holds_a_multi_stage_build_and_a_database_test_suite() {
+    let test = "memory-realistic";
+    let Some(engine) = engine_or_skip(test) else {
+        return;
+    };
+    let p = gitlab(&[("dind-injector.io/transport", "unix")]);
+    let (pod, sidecar, _) = injected(engine, &p);
+    let sb = Sandbox::start_memory_limited(engine, test, &pod, &sidecar, p.job, None)
+        .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
+    let db = engine.db_image().unwrap_or_else(|e| panic!("{test}: {e}"));
+    sb.load_into_daemon(&db).unwrap_or_else(|e| panic!("{test}: {e}"));
+    let script = r#"mkdir -p app
+head -c 16000000 /dev/urandom > app/blob
+cat > app/Dockerfile <<'DOCKERFILE'
+FROM ci-db:latest AS build
+COPY blob /src/blob
+RUN xz -9 -T1 -k /src/blob && echo "compressed $(wc -c < /src/blob.xz) bytes"
+FROM busybox
+COPY --from=build /src/blob.xz /app/blob.xz
+CMD ["sh", "-c", "echo image-ok $(wc -c < /app/blob.xz)"]
+DOCKERFILE
+docker build -q -t app:1 app >/dev/null
+docker run --rm app:1
+docker network create suite >/dev/null
+docker run -d --name db --network suite ci-db:latest redis-server --save '' --appendonly no --protected-mode no >/dev/null
+docker run --rm --network suite ci-db:latest sh -c 'i=0; until redis-cli -h db ping >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || exit 1; sleep 0.5; done
+seq 1 200000 | sed "s/.*/SET key:& value-&-0123456789012345678901234567890123456789/" | redis-cli -h db --pipe >/dev/null
+echo "suite-ok keys=$(redis-cli -h db dbsize)"'
+docker rm -f db >/dev/null
+docker network rm suite >/dev/null
+"#;
+    let run = sb.job(p.workdir, script);
+    // cgroup v1 (this host) or v2: the sidecar's own cgroup, the root of its cgroup namespace.
+    let peak = sb.in_sidecar("cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak");
+    let peak: u64 = peak.trim().parse().unwrap_or(0);
+    eprintln!("{test}: the sidecar's cgroup peaked at {} MiB (limit 4096 MiB)\n{}", peak >> 20, run.output.trim_end());
+    assert!(
+        run.ok && run.output.contains("image-ok") && run.output.contains("suite-ok keys=200000"),
+        "{test}: the job failed under the default memory limit:\n{}\nsidecar log:\n{}",
+        run.output,
+        sb.logs(&sb.sidecar)
+    );
+    // dockerd and containerd alone stay far below 300 MiB; xz -9 alone needs more.
+    assert!(
+        peak > 300 << 20,
+        "{test}: the sidecar's cgroup did not count the nested containers ({peak} bytes): the limit would not hold them"
+    );
+    assert!(peak < 4 << 30, "{test}: {peak} bytes");
+}
+
+/// A job that outgrows the sidecar's memory limit (512Mi here), and what it sees in its own log
+/// where the kernel picks one process (cgroup v1, or v2 without the kubelet's memory.oom.group;
+/// docs/limits.md says what a v2 node does): the container that outgrew it ends with exit code
+/// 137, and the daemon keeps answering the job's next command.
+#[test]
+fn a_job_that_outgrows_the_memory_limit_sees_exit_137_and_keeps_its_daemon() {
+    let test = "memory-outgrown";
+    let Some(engine) = engine_or_skip(test) else {
+        return;
+    };
+    let mut pod = review_pod("gitlab");
+    pod["metadata"]["annotations"]["dind-injector.io/transport"] = json!("unix");
+    let mut config = Config::default();
+    config.sidecar.image = format!("docker:{}-dind", engine.dind_version);
+    config.sidecar.resources.memory_limit = Some("512Mi".into());
+    let decision = inject::plan_injection(&typed(&pod), &NamespaceView::opted_in("ci"), &config, &ClusterInfo::default());
+    let Outcome::Inject(injection) = &decision.outcome else { panic!("{test}: not injected: {:?}", decision.outcome) };
+    let patched = typed(&apply(&pod, &injection.patch));
+    let sb = Sandbox::start_memory_limited(engine, test, &patched, &injection.status.container, "build", None)
+        .unwrap_or_else(|e| panic!("{test}: the pod did not start: {e}"));
+    let run = sb.job(
+        "/builds/acme/webapp",
+        "set +e\ndocker run --rm busybox sh -c 'head -c 900m /dev/zero | tail >/dev/null; exit $?'\necho \"exit=$?\"\ndocker info --format 'daemon-answers {{.ServerVersion}}'\n",
+    );
+    assert!(run.output.contains("exit=137"), "{test}: the container that outgrew the limit did not end with 137:\n{}", run.output);
+    assert!(
+        run.output.contains("daemon-answers"),
+        "{test}: the daemon did not answer after the OOM kill:\n{}\nsidecar log:\n{}",
+        run.output,
+        sb.logs(&sb.sidecar)
+    );
+}

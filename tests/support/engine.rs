@@ -142,6 +142,22 @@ fn start_engine() -> Result<Engine, String> {
 }
 
 impl Engine {
+    /// `docker save` of the job image as `ci-db:latest` (Debian with redis and xz): the memory
+    /// test's database and build base inside the nested daemon; made once per recipe.
+    pub fn db_image(&self) -> Result<PathBuf, String> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        let _held = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let key = self.images["job"].rsplit(':').next().unwrap_or("none").to_owned();
+        let tar = self.inner_images.with_file_name(format!("inner-db-{key}.tar"));
+        if !tar.exists() {
+            self.docker(&["tag", &self.images["job"], "ci-db:latest"])?;
+            let part = tar.with_extension(format!("tar.{}", std::process::id()));
+            self.docker(&["save", "-o", &part.display().to_string(), "ci-db:latest"])?;
+            std::fs::rename(&part, &tar).map_err(|e| format!("{}: {e}", tar.display()))?;
+        }
+        Ok(tar)
+    }
+
     /// A `docker` command against the test engine.
     pub fn cmd(&self) -> Command {
         let docker = if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" };
@@ -271,6 +287,35 @@ impl Sandbox {
         daemon_json: Option<&str>,
         node: Option<&Path>,
     ) -> Result<Sandbox, String> {
+        Sandbox::start_with(engine, what, pod, sidecar, job, daemon_json, node, false)
+    }
+
+    /// [`Sandbox::start`] with the sidecar's memory limit applied as the kubelet applies it: the
+    /// container's memory cgroup capped at `resources.limits.memory` (no swap), in a cgroup
+    /// namespace of its own so that the nested daemon's containers are children of that cgroup
+    /// and count against it, as on a cgroup v2 node.
+    pub fn start_memory_limited(
+        engine: &'static Engine,
+        what: &str,
+        pod: &Pod,
+        sidecar: &str,
+        job: &str,
+        daemon_json: Option<&str>,
+    ) -> Result<Sandbox, String> {
+        Sandbox::start_with(engine, what, pod, sidecar, job, daemon_json, None, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_with(
+        engine: &'static Engine,
+        what: &str,
+        pod: &Pod,
+        sidecar: &str,
+        job: &str,
+        daemon_json: Option<&str>,
+        node: Option<&Path>,
+        memory_limited: bool,
+    ) -> Result<Sandbox, String> {
         let slot = Slot::take();
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -377,7 +422,21 @@ impl Sandbox {
 
         // The sidecar, exactly as injected.
         let started = Instant::now();
-        let args = sb.run_args(&sidecar_spec, &sb.sidecar.clone(), &engine.images["dind"], &psc, false)?;
+        let mut args = sb.run_args(&sidecar_spec, &sb.sidecar.clone(), &engine.images["dind"], &psc, false)?;
+        if memory_limited {
+            let limit = sidecar_spec
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get("memory"))
+                .and_then(|q| dind_injector::quantity::Quantity::parse(&q.0).ok())
+                .map(|q| q.milli() / 1000)
+                .ok_or_else(|| format!("{what}: the sidecar has no memory limit to apply"))?;
+            let at = args.iter().position(|a| a == "--name").unwrap_or(0);
+            let flags = ["--memory".to_owned(), limit.to_string(), "--memory-swap".to_owned(), limit.to_string()];
+            let flags = flags.into_iter().chain(["--cgroupns".to_owned(), "private".to_owned()]);
+            args.splice(at..at, flags);
+        }
         sb.create(&args)?;
         if let Some(probe) = sidecar_spec.startup_probe.as_ref().and_then(|p| p.exec.as_ref()).and_then(|e| e.command.clone()) {
             let period = sidecar_spec.startup_probe.as_ref().and_then(|p| p.period_seconds).unwrap_or(10).max(1) as u64;
@@ -443,6 +502,23 @@ impl Sandbox {
             ));
         }
         Ok(sb)
+    }
+
+    /// Loads an image archive into the nested daemon (the registry pull stand-in).
+    pub fn load_into_daemon(&self, tar: &Path) -> Result<(), String> {
+        let mut load: Vec<String> = self
+            .sidecar_spec
+            .startup_probe
+            .as_ref()
+            .and_then(|p| p.exec.as_ref())
+            .and_then(|e| e.command.clone())
+            .unwrap_or_else(|| vec!["docker".into(), "info".into()]);
+        load.pop();
+        load.push("load".into());
+        let refs: Vec<&str> = load.iter().map(String::as_str).collect();
+        let data = std::fs::read(tar).map_err(|e| format!("{}: {e}", tar.display()))?;
+        let out = self.exec_in(&self.sidecar.clone(), &refs, Some(&data))?;
+        if out.status.success() { Ok(()) } else { Err(format!("docker load: {}", String::from_utf8_lossy(&out.stderr))) }
     }
 
     fn create(&mut self, args: &[String]) -> Result<(), String> {
