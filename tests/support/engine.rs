@@ -484,23 +484,8 @@ impl Sandbox {
         sb.create(&args)?;
 
         // The registry pull stand-in: the nested daemon gets busybox and docker:cli.
-        let mut load: Vec<String> = sidecar_spec
-            .startup_probe
-            .as_ref()
-            .and_then(|p| p.exec.as_ref())
-            .and_then(|e| e.command.clone())
-            .unwrap_or_else(|| vec!["docker".into(), "info".into()]);
-        load.pop();
-        load.push("load".into());
-        let refs: Vec<&str> = load.iter().map(String::as_str).collect();
-        let tar = std::fs::read(&engine.inner_images).map_err(|e| format!("{}: {e}", engine.inner_images.display()))?;
-        let out = sb.exec_in(&sb.sidecar.clone(), &refs, Some(&tar))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{what}: loading the test images into the nested daemon failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        sb.load_into_daemon(&engine.inner_images)
+            .map_err(|e| format!("{what}: loading the test images into the nested daemon failed: {e}"))?;
         Ok(sb)
     }
 
