@@ -65,9 +65,9 @@ fn at_rest(pod: &Value, node: &Path) -> Usage {
     usage
 }
 
-/// The recorded pods (injected by the 2026-12-02 main) measured on this machine: the model
-/// evicts them for `dind-no-token` as the real kubelet did, with its message, once the empty
-/// directory measures more than 1 KiB (one ext4 block).
+/// The recorded pods measured on this machine: with the 2026-12-02 injection's 1Ki limit on
+/// `dind-no-token` the model evicts them as the real kubelet did, with its message, once the
+/// empty directory measures more than 1 KiB (one ext4 block).
 #[test]
 fn the_model_evicts_the_recorded_pods_as_the_real_kubelet_did() {
     let node = node_dir();
@@ -90,14 +90,26 @@ fn the_model_evicts_the_recorded_pods_as_the_real_kubelet_did() {
         if !stored["metadata"]["annotations"].get("dind-injector.io/status").is_some_and(Value::is_string) {
             continue;
         }
+        // The pod as the real kubelet saw it (fact 10): its token directory limited to 1Ki, as
+        // the 2026-12-02 recordings store it; a recording made with the current injection (no
+        // limit there) gets it planted, and as recorded it must not be evicted.
+        let mut as_evicted = stored.clone();
+        let mut planted = false;
+        for v in as_evicted["spec"]["volumes"].as_array_mut().into_iter().flatten().filter(|v| v["name"] == "dind-no-token") {
+            planted = v["emptyDir"]["sizeLimit"] != "1Ki";
+            v["emptyDir"] = json!({"sizeLimit": "1Ki"});
+        }
         let pod_dir = node.path().join(path.file_stem().unwrap_or_default());
         let usage = at_rest(stored, &pod_dir);
         assert_eq!(
-            eviction(stored, &usage).as_deref(),
+            eviction(&as_evicted, &usage).as_deref(),
             Some("Usage of EmptyDir volume \"dind-no-token\" exceeds the limit \"1Ki\". "),
             "{}: the kubelet evicted this pod",
             path.display()
         );
+        if planted {
+            assert_eq!(eviction(stored, &usage), None, "{}: as recorded now", path.display());
+        }
         checked += 1;
     }
     assert!(checked >= 18, "only {checked} injected recordings in {}", dir.display());
