@@ -74,10 +74,10 @@ impl InjectReport {
                     i.settings.storage,
                     i.settings.mtu
                 );
-                for line in limit_lines(i, config) {
+                let mode = inject::mode::Mode::of(st.isolation, config);
+                for line in limit_lines(i, &mode, config) {
                     let _ = writeln!(s, "  limit:      {line}");
                 }
-                let mode = inject::mode::Mode::of(st.isolation, config);
                 let class = mode.runtime_class.as_deref();
                 let needs = mode.summary();
                 let _ = writeln!(s, "  isolation:  {}: {needs}", st.isolation.as_str());
@@ -154,12 +154,11 @@ impl InjectReport {
 }
 
 /// Every limit the pod lives under because of the injection, and what happens past it.
-fn limit_lines(i: &inject::Injection, config: &Config) -> Vec<String> {
+fn limit_lines(i: &inject::Injection, mode: &inject::mode::Mode, config: &Config) -> Vec<String> {
     let st = &i.status;
     let storage = &i.storage;
     let mut lines = Vec::new();
     let data_root = st.volumes.first().map(String::as_str).unwrap_or("storage");
-    let mode = inject::mode::Mode::of(st.isolation, config);
     match (&st.cache, mode.loop_disk) {
         (Some(c), _) => lines.push(format!(
             "/var/lib/docker: a node cache slot under {} (hostPath: not counted by the kubelet; a slot over {} is emptied before use), or, when every slot is busy, the emptyDir {data_root} up to {}: past that the kubelet evicts the pod",
@@ -167,7 +166,7 @@ fn limit_lines(i: &inject::Injection, config: &Config) -> Vec<String> {
         )),
         (None, true) => lines.push(format!(
             "/var/lib/docker: an ext4 disk of {} MiB on the emptyDir {data_root} (sizeLimit {}) where the VM's virtio-fs cannot take overlayfs; a full disk fails the job's write with \"no space left on device\", never the emptyDir's limit",
-            inject::isolation::kata_disk_bytes(u64::try_from(inject::storage::bytes(&storage.data_root)).unwrap_or(u64::MAX)) >> 20,
+            inject::isolation::kata_disk_bytes(storage.data_root_bytes()) >> 20,
             storage.data_root
         )),
         (None, false) => lines.push(format!(

@@ -68,26 +68,6 @@ impl Default for SeccompConfig {
     }
 }
 
-/// What [`SeccompConfig`] says, once checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SeccompChoice {
-    /// No seccomp filter.
-    Unconfined,
-    /// The profile at this path on the node.
-    Localhost(String),
-}
-
-impl SeccompConfig {
-    /// The choice (a `Localhost` without a path is refused when the configuration loads; read
-    /// here, it stays `Localhost`, never a silent `Unconfined`).
-    pub fn choice(&self) -> SeccompChoice {
-        match self.type_.as_str() {
-            "Localhost" => SeccompChoice::Localhost(self.localhost_profile.clone().unwrap_or_default()),
-            _ => SeccompChoice::Unconfined,
-        }
-    }
-}
-
 /// The RuntimeClasses of the isolation modes that need one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]

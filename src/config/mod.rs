@@ -25,7 +25,7 @@ use crate::quantity::Quantity;
 
 pub use cache::{CacheConfig, CacheMode, CacheScope, MAX_SLOTS_PER_SCOPE};
 pub use daemon::{DAEMON_JSON_KNOWN, DAEMON_JSON_REMOVED, DAEMON_JSON_RESERVED, DaemonConfig};
-pub use isolation::{Isolation, IsolationConfig, RuntimeClassRef, SeccompChoice, SeccompConfig, UsernsConfig};
+pub use isolation::{Isolation, IsolationConfig, RuntimeClassRef, SeccompConfig, UsernsConfig};
 pub use overrides::OverrideLimits;
 pub use policy::{Level, PolicyConfig, PolicyMode};
 pub use server::ServerConfig;

@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::core::v1::{Capabilities, SeccompProfile, SecurityContext};
 
-use crate::config::{Config, Isolation, SeccompChoice};
+use crate::config::{Config, Isolation};
 
 use super::KubeVersion;
 
@@ -77,9 +77,10 @@ impl Mode {
     /// The mode `isolation` with `config`'s classes and profiles.
     pub fn of(isolation: Isolation, config: &Config) -> Mode {
         let unprivileged = SidecarSecurity { privileged: false, add_capabilities: &[], proc_mount_unmasked: false, seccomp: None };
-        let row = |runtime_class: Option<String>, user_namespace, security, exempt| Mode {
+        let iso = &config.isolation;
+        let row = |user_namespace, security, exempt| Mode {
             isolation,
-            runtime_class,
+            runtime_class: iso.runtime_class(isolation).map(str::to_owned),
             user_namespace,
             security,
             exempt,
@@ -90,20 +91,18 @@ impl Mode {
             refuses_nfs: false,
         };
         let privileged = SidecarSecurity { privileged: true, ..unprivileged.clone() };
-        let iso = &config.isolation;
         match isolation {
-            Isolation::Privileged => row(None, UserNamespace::Untouched, privileged, true),
-            Isolation::Sysbox => row(Some(iso.sysbox.runtime_class_name.clone()), UserNamespace::Added, unprivileged, false),
+            Isolation::Privileged => row(UserNamespace::Untouched, privileged, true),
+            Isolation::Sysbox => row(UserNamespace::Added, unprivileged, false),
             Isolation::Kata => Mode {
                 loop_disk: true,
                 no_cache: Some("a Kata pod runs its own kernel, so the slot lock would not hold between pods"),
-                ..row(Some(iso.kata.runtime_class_name.clone()), UserNamespace::Untouched, privileged, true)
+                ..row(UserNamespace::Untouched, privileged, true)
             },
             Isolation::Userns => {
-                let seccomp = match iso.userns.seccomp_profile.choice() {
-                    SeccompChoice::Unconfined => SeccompProfile { type_: "Unconfined".into(), localhost_profile: None },
-                    SeccompChoice::Localhost(path) => SeccompProfile { type_: "Localhost".into(), localhost_profile: Some(path) },
-                };
+                // The configuration spells it as the pod's field does (checked when it loads).
+                let profile = &iso.userns.seccomp_profile;
+                let seccomp = SeccompProfile { type_: profile.type_.clone(), localhost_profile: profile.localhost_profile.clone() };
                 let security = SidecarSecurity {
                     privileged: false,
                     add_capabilities: &USERNS_CAPABILITIES,
@@ -117,7 +116,7 @@ impl Mode {
                         "the kubelet id-maps the cache's hostPath into each pod's own id range, and a slot shared that way is not yet proven in dind-injector's tests",
                     ),
                     refuses_nfs: true,
-                    ..row(iso.userns.runtime_class_name.clone(), UserNamespace::Required, security, true)
+                    ..row(UserNamespace::Required, security, true)
                 }
             }
         }

@@ -102,10 +102,7 @@ pub fn build(
     let network_opt = docker_major.is_none_or(|m| m >= DEFAULT_NETWORK_OPT_SINCE);
     // Kata: the emptyDir is virtio-fs in the VM, which overlayfs cannot use (isolation.rs). An
     // unparsable storage never gets here (the configuration and the override are checked).
-    let kata_disk = mode.loop_disk.then(|| {
-        let bytes = crate::quantity::Quantity::parse(&settings.storage).map_or(0, |q| u64::try_from(q.milli() / 1000).unwrap_or(u64::MAX));
-        super::isolation::kata_disk_bytes(bytes)
-    });
+    let kata_disk = mode.loop_disk.then(|| super::isolation::kata_disk_bytes(storage.data_root_bytes()));
 
     let mut args = vec!["dockerd".to_owned(), format!("--host={}", docker_host(transport, config))];
     if docker_host(transport, config) != OWN_SOCKET {

@@ -50,6 +50,14 @@ pub struct StoragePlan {
     pub limit: Option<String>,
 }
 
+impl StoragePlan {
+    /// The data root's size in bytes (0 when it is not a quantity, which the configuration and
+    /// the override checks never let through).
+    pub fn data_root_bytes(&self) -> u64 {
+        u64::try_from(bytes(&self.data_root)).unwrap_or(u64::MAX)
+    }
+}
+
 /// Whether any container of the pod (regular or init) has an `ephemeral-storage` limit, so that
 /// the kubelet holds the pod's total to the sum of the limits.
 pub fn pod_has_storage_limit(spec: &PodSpec) -> bool {

@@ -147,16 +147,19 @@ pub fn validate_pod(pod: &Pod, namespace: &NamespaceView, config: &Config, clust
     let status = annotations.and_then(|a| a.get(annotations::STATUS)).map(|s| InjectionStatus::parse(s).ok_or(s));
     match &status {
         Some(Ok(status)) => match sidecar_problem(spec, status, &namespace.name, config) {
-            None => match isolation_problem(spec, status, config) {
-                None => {
-                    // A mode whose sidecar meets the level as it is (Sysbox) gets no exemption.
-                    if Mode::of(status.isolation, config).exempt {
-                        verdict.exempt = Some(status.container.clone());
+            None => {
+                let mode = Mode::of(status.isolation, config);
+                match isolation_problem(spec, status, &mode) {
+                    None => {
+                        // A mode whose sidecar meets the level as it is (Sysbox) gets no exemption.
+                        if mode.exempt {
+                            verdict.exempt = Some(status.container.clone());
+                        }
+                        verdict.exempt_volume = status.cache.as_ref().map(|c| c.volume.clone());
                     }
-                    verdict.exempt_volume = status.cache.as_ref().map(|c| c.volume.clone());
+                    Some(problem) => verdict.findings.push(Finding { label: "isolation-tampered", message: problem }),
                 }
-                Some(problem) => verdict.findings.push(Finding { label: "isolation-tampered", message: problem }),
-            },
+            }
             Some(problem) => verdict.findings.push(Finding {
                 label: "sidecar-tampered",
                 message: format!(
@@ -253,8 +256,7 @@ fn sidecar_problem(spec: &PodSpec, status: &InjectionStatus, namespace: &str, co
 /// the mode's RuntimeClass (a Kata sidecar is privileged inside the VM only, so its exemption
 /// holds only while the pod keeps the class) and its user namespace (`hostUsers: false`: without
 /// it a `userns` sidecar's capabilities are root's on the node).
-fn isolation_problem(spec: &PodSpec, status: &InjectionStatus, config: &Config) -> Option<String> {
-    let mode = Mode::of(status.isolation, config);
+fn isolation_problem(spec: &PodSpec, status: &InjectionStatus, mode: &Mode) -> Option<String> {
     let isolation = status.isolation.as_str();
     let pod_class = spec.runtime_class_name.as_deref();
     if let Some(class) = mode.runtime_class.as_deref()
