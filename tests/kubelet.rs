@@ -161,7 +161,7 @@ fn added(injection: &inject::Injection) -> (String, Vec<String>) {
 /// `usage` with every injected volume and the sidecar as full as the injection's bounds let them
 /// be: the data root at its sizeLimit (or, for Kata, the loop disk full), the sidecar's own layer
 /// and logs at the room it is given less what the small injected directories measure.
-fn injection_full(pod: &Value, injection: &inject::Injection, mut usage: Usage) -> Usage {
+fn injection_full(injection: &inject::Injection, mut usage: Usage) -> Usage {
     let (sidecar, volumes) = added(injection);
     let data_root = storage::bytes(&injection.storage.data_root);
     let storage_volume = &injection.status.volumes[0];
@@ -177,7 +177,6 @@ fn injection_full(pod: &Value, injection: &inject::Injection, mut usage: Usage) 
     let small: u64 = volumes.iter().filter(|v| *v != storage_volume).filter_map(|v| usage.volumes.get(v)).sum();
     let own = storage::SIDECAR_OWN_STORAGE - small - 64 * 1024;
     usage.containers.insert(sidecar, own);
-    let _ = pod;
     usage
 }
 
@@ -193,7 +192,7 @@ fn nothing_the_injector_adds_gets_a_pod_evicted() {
             let (pod, injection) = injected(fixture, &config, &annotations, |_| {});
             let usage = at_rest(&pod, &node.path().join(format!("{fixture}-{name}")));
             assert_eq!(eviction(&pod, &usage), None, "{fixture} {name} at rest: {}", support::kubelet::report(&pod, &usage));
-            let full = injection_full(&pod, &injection, usage);
+            let full = injection_full(&injection, usage);
             assert_eq!(eviction(&pod, &full), None, "{fixture} {name}, the injection full: {}", support::kubelet::report(&pod, &full));
             // The injected volumes: only the data root has a sizeLimit.
             let (_, volumes) = added(&injection);
@@ -230,7 +229,7 @@ fn the_check_fails_the_limits_the_previous_release_set() {
     // The job uses the 5Gi its build container's limit gave the pod: a 4Gi checkout, a 1Gi layer.
     usage.volumes.insert("repo".into(), 4 << 30);
     usage.containers.insert("build".into(), 1 << 30);
-    let full = injection_full(&pod, &injection, usage);
+    let full = injection_full(&injection, usage);
     assert_eq!(eviction(&pod, &full), None);
     for c in pod["spec"]["initContainers"].as_array_mut().into_iter().flatten().filter(|c| c["name"] == sidecar.as_str()) {
         c["resources"]["limits"]["ephemeral-storage"] = json!("20Gi");
@@ -256,7 +255,7 @@ fn the_pods_total_is_what_it_had_plus_what_the_injection_adds() {
     let mut usage = Usage::default();
     usage.volumes.insert("repo".into(), 4 * (1 << 30));
     usage.containers.insert("build".into(), 1 << 30);
-    let full = injection_full(&pod, &injection, usage);
+    let full = injection_full(&injection, usage);
     assert_eq!(eviction(&pod, &full), None, "{}", support::kubelet::report(&pod, &full));
 
     let (pod, _) = injected("gitlab", &config, &[], |_| {});
